@@ -1,0 +1,40 @@
+"""Test configuration: a hypothesis profile for CI (modest example counts, no deadline), seeded torch, and helpers
+to run the command-line programs as a user would."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """Run `python <args>` in the repository root; returns the CompletedProcess (stdout/stderr as text)."""
+    e = dict(os.environ, GENMODELS_QUIET="1", PYTHONWARNINGS="ignore")
+    e.update(env or {})
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+def assert_one_line_error(proc, code=2):
+    """Bad input: exit code `code`, exactly one non-empty line on stderr, no traceback."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "error" in lines[0]

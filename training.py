@@ -1,0 +1,415 @@
+"""Plumbing shared by the trainers, so that the model files show only the algorithm.
+
+- `App`: a typer app whose errors are one line on stderr and exit code 2 (bad input), never a traceback.
+- `device`, `autocast` (bf16 on CUDA only), `seed_everything`, `dist_info` (torchrun/DDP: gloo on CPU, NCCL on CUDA).
+- `save_checkpoint` (temp file + rename) and `load_checkpoint` (`torch.load(weights_only=True)`: a checkpoint can never
+  run code).
+- `Trainer`: optimizers, learning-rate warm-up, EMA (`torch.optim.swa_utils.AveragedModel`), the data order, exact
+  resume (models, EMA, optimizers, step, RNG states, data position), a rich progress bar with loss and ETA, a JSON-lines
+  metric log, Ctrl-C -> checkpoint and clean exit, NaN/inf loss -> stop with a message, last good checkpoint kept.
+
+Typical use (see ddpm.py):
+
+    tr = Trainer("ddpm", config, {"model": net}, ds, steps=..., batch_size=..., lr=..., out=..., ema_decay=0.999)
+    for step, (x, y) in tr:
+        with tr.autocast():
+            loss = loss_fn(tr.models["model"], x)
+        tr.step(loss)
+    tr.finish(sample_fn)  # final checkpoint, samples.png; returns the checkpoint path
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import typer
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
+
+try:  # typer >= 0.20 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover
+    from click import exceptions as cx
+
+CKPT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------- errors / CLI
+class UserError(ValueError):
+    """Bad input (a value, a file, a dataset name): shown as one line, exit code 2."""
+
+
+class TrainingFailed(RuntimeError):
+    """The run itself went wrong (NaN loss, diverging energies): shown as one line, exit code 1."""
+
+
+def fail(message: str) -> None:
+    raise UserError(message)
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+class App(typer.Typer):
+    """typer.Typer whose failures print one line (`error: ...`) and exit 2 for bad input, 1 for a failed run."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("no_args_is_help", True)
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        kwargs.setdefault("add_completion", False)
+        super().__init__(**kwargs)
+
+    def __call__(self, *args, **kwargs):
+        prog = Path(sys.argv[0]).name
+        try:
+            return super().__call__(*args, standalone_mode=False, **kwargs)
+        except cx.UsageError as e:  # unknown option, bad type, value out of range
+            if type(e).__name__ == "NoArgsIsHelpError":  # typer has already printed the help
+                sys.exit(0)
+            _exit(f"{prog}: error: {e.format_message()}", 2)
+        except (KeyboardInterrupt, getattr(cx, "Abort", KeyboardInterrupt)):
+            _exit(f"{prog}: interrupted", 130)
+        except cx.Exit as e:
+            sys.exit(e.exit_code)
+        except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            _exit(f"{prog}: error: {e}", 2)
+        except ValueError as e:  # data.DataError and other input problems
+            if type(e).__name__ == "DataError":
+                _exit(f"{prog}: error: {e}", 2)
+            raise
+        except TrainingFailed as e:
+            _exit(f"{prog}: error: {e}", 1)
+
+
+def _exit(message: str, code: int) -> None:
+    print(message.replace("\n", " "), file=sys.stderr)
+    sys.exit(code)
+
+
+# ----------------------------------------------------------------------------------------------------- device
+def device(name: str = "auto") -> torch.device:
+    """auto -> cuda > mps > cpu; under torchrun each process takes the GPU of its LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name not in ("cpu", "cuda", "mps"):
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if name == "cuda":
+        check(torch.cuda.is_available(), "--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "mps":
+        check(torch.backends.mps.is_available(), "--device mps asked for, but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def autocast(dev: torch.device):
+    """bf16 autocast on CUDA only; full float32 elsewhere (CPU bf16 is slow and MPS support varies)."""
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # seeds CPU and every CUDA device
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size), initializing the process group under torchrun (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("GENMODELS_BACKEND") != "gloo" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def unwrap(m: torch.nn.Module) -> torch.nn.Module:
+    m = m.module if isinstance(m, DistributedDataParallel) else m
+    return getattr(m, "_orig_mod", m)  # torch.compile wrapper
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(obj: dict, path: str | Path) -> Path:
+    """Atomic write: a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: str | None = None) -> dict:
+    """Load with weights_only=True (tensors and plain containers only). Every failure is a one-line UserError."""
+    path = Path(path)
+    check(path.is_file(), f"checkpoint {path} not found; train one first (python {model or '<model>'}.py train)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, truncated file, or a pickle that asks to run code
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path}: not a valid weights-only checkpoint ({first[:160]})") from None
+    check(isinstance(ckpt, dict) and "config" in ckpt and "models" in ckpt,
+          f"{path} is not a checkpoint written by this project")
+    if model is not None:
+        check(ckpt.get("model_name") == model,
+              f"{path} holds a {ckpt.get('model_name')!r} model, not {model!r}")
+    return ckpt
+
+
+def ema_state(ckpt: dict, name: str = "model") -> dict:
+    """The weights to sample with: EMA when the run kept one, else the raw weights."""
+    return ckpt.get("ema") or ckpt["models"][name]
+
+
+# ----------------------------------------------------------------------------------------------------- data order
+class Batches:
+    """Epochs of random permutations from a seeded generator; (epoch, pos) is the whole state, so resume is exact.
+    Under DDP each rank takes its own slice of every global batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.b, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.pos = 0, 0
+        self._perm = None
+
+    def perm(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def next(self) -> torch.Tensor:
+        span = self.b * self.world
+        if self.pos + span > self.n:  # drop the ragged end of an epoch
+            self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
+        idx = self.perm()[self.pos + self.rank * self.b: self.pos + (self.rank + 1) * self.b]
+        self.pos += span
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos, self._perm = s["epoch"], s["pos"], None
+
+
+# ----------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Runs the loop around a model's loss. `models` maps names to modules; each gets an AdamW optimizer
+    (lr and betas per name or shared). `ema` names the module whose EMA is kept for sampling."""
+
+    def __init__(self, name: str, config: dict, models: dict[str, torch.nn.Module], ds, *, steps: int,
+                 batch_size: int, lr: float | dict[str, float], out: str | Path, device: str = "auto",
+                 seed: int = 0, resume: bool = False, ema: str | None = "model", ema_decay: float = 0.999,
+                 warmup: int = 0, betas: tuple[float, float] | dict = (0.9, 0.999), weight_decay: float = 0.0,
+                 grad_clip: float | None = 1.0, ckpt_every: int = 500, compile: bool = False,
+                 extra: dict[str, Any] | None = None, log_every: int = 10):
+        check(steps > 0, f"--steps must be positive, got {steps}")
+        check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
+        for v in (lr.values() if isinstance(lr, dict) else [lr]):
+            check(v > 0, f"--lr must be positive, got {v}")
+        check(0 <= ema_decay < 1, f"--ema-decay must be in [0, 1), got {ema_decay}")
+        self.name, self.config, self.ds = name, dict(config), ds
+        self.steps, self.batch_size, self.warmup, self.grad_clip = steps, batch_size, warmup, grad_clip
+        self.ckpt_every, self.log_every = ckpt_every, log_every
+        self.rank, self.world = dist_info()
+        self.is_main = self.rank == 0
+        self.dev = globals()["device"](device)
+        self.out = Path(out)
+        self.ckpt_path = self.out / "ckpt.pt"
+        seed_everything(seed + self.rank)  # each rank draws its own noise; rank 0 matches a single-process run
+
+        self.raw = {k: m.to(self.dev) for k, m in models.items()}
+        self.opts = {k: torch.optim.AdamW(m.parameters(), lr=lr[k] if isinstance(lr, dict) else lr,
+                                          betas=betas[k] if isinstance(betas, dict) else betas,
+                                          weight_decay=weight_decay) for k, m in self.raw.items()
+                     if any(p.requires_grad for p in m.parameters())}
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["base_lr"] = group["lr"]
+        self.ema = None
+        if ema is not None:
+            decay = ema_decay
+
+            def ema_avg(avg, cur, n):  # EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n))
+                d = min(decay, (1 + int(n)) / (10 + int(n)))
+                return d * avg + (1 - d) * cur
+
+            self.ema = AveragedModel(self.raw[ema], avg_fn=ema_avg, use_buffers=True)
+        self.ema_name = ema
+        self.models = {}
+        for k, m in self.raw.items():
+            if self.world > 1 and k in self.opts:
+                m = DistributedDataParallel(m, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+            if compile:
+                m = torch.compile(m)
+            self.models[k] = m
+        self.batches = Batches(len(ds), batch_size, seed, self.rank, self.world)
+        self.x = ds.x.to(self.dev)
+        self.y = ds.y.to(self.dev) if ds.y is not None else None
+        self.extra = extra if extra is not None else {}
+        self.start = 0
+        self.step_num = 0
+        self._metrics: dict[str, float] = {}
+        self._last_good = None
+        if resume:
+            self._resume()
+        elif self.is_main and self.out.exists() and self.ckpt_path.exists():
+            print(f"note: starting a new run over {self.ckpt_path} (pass --resume to continue it)", file=sys.stderr)
+
+    # -- checkpointing
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"version": CKPT_VERSION, "model_name": self.name, "config": self.config, "step": self.step_num,
+                "models": {k: unwrap(m).state_dict() for k, m in self.raw.items()},
+                "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "ema_n": int(self.ema.n_averaged) if self.ema is not None else 0,
+                "opts": {k: o.state_dict() for k, o in self.opts.items()},
+                "batches": self.batches.state_dict(), "rng": rng,
+                "extra": {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in self.extra.items()}}
+
+    def save(self) -> Path | None:
+        if self.is_main:
+            save_checkpoint(self.state(), self.ckpt_path)
+        return self.ckpt_path
+
+    def _resume(self) -> None:
+        check(self.ckpt_path.exists(), f"--resume given, but there is no checkpoint at {self.ckpt_path}")
+        ck = load_checkpoint(self.ckpt_path, self.name)
+        keys = [k for k in self.config if k not in ("steps", "resume", "device", "compile", "out")]
+        diff = [k for k in keys if k in ck["config"] and ck["config"][k] != self.config[k]]
+        check(not diff, f"--resume with settings that differ from the checkpoint's: {', '.join(diff)}")
+        check(ck["step"] < self.steps, f"the checkpoint is already at step {ck['step']}; pass a larger --steps")
+        for k, m in self.raw.items():
+            unwrap(m).load_state_dict(ck["models"][k])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ck["ema"])
+            self.ema.n_averaged.fill_(ck["ema_n"])
+        for k, o in self.opts.items():
+            o.load_state_dict(ck["opts"][k])
+        self.batches.load_state_dict(ck["batches"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        if "cuda" in ck["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        for k, v in ck["extra"].items():
+            if k in self.extra and hasattr(self.extra[k], "load_state_dict"):
+                self.extra[k].load_state_dict(v)
+            else:
+                self.extra[k] = v.to(self.dev) if torch.is_tensor(v) else v
+        self.start = self.step_num = ck["step"]
+        if self.is_main:
+            print(f"resumed from {self.ckpt_path} at step {self.start}", file=sys.stderr)
+
+    # -- the loop
+    def autocast(self):
+        return autocast(self.dev)
+
+    def __iter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.is_main and self.start == 0:
+            (self.out / "config.json").write_text(json.dumps(self.config, indent=1, default=str))
+        log = open(self.out / "metrics.jsonl", "a") if self.is_main else None
+        progress = Progress(TextColumn(f"[bold]{self.name}[/]"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), disable=not self.is_main or bool(os.environ.get("GENMODELS_QUIET")),
+                            transient=False)
+        task = progress.add_task("train", total=self.steps, completed=self.start, info="")
+        self.t0 = time.time()
+        try:
+            with progress:
+                for s in range(self.start, self.steps):
+                    self.step_num = s
+                    self._metrics = {}
+                    idx = self.batches.next().to(self.dev)
+                    yield s, (self.x[idx], None if self.y is None else self.y[idx])
+                    self.step_num = s + 1
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.raw[self.ema_name])
+                    m = self._metrics
+                    if log is not None and (s % self.log_every == 0 or s + 1 == self.steps):
+                        rec = {"step": s + 1, **{k: round(v, 6) for k, v in m.items()},
+                               "sec": round(time.time() - self.t0, 3)}
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                    if "loss" in m:
+                        progress.update(task, advance=1, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
+                    else:
+                        progress.update(task, advance=1)
+                    if (s + 1) % self.ckpt_every == 0 and s + 1 < self.steps:
+                        self.save()
+        except KeyboardInterrupt:
+            self.save()
+            if self.is_main:
+                print(f"\ninterrupted at step {self.step_num}; checkpoint saved to {self.ckpt_path} "
+                      f"(continue with --resume)", file=sys.stderr)
+            sys.exit(130)
+        finally:
+            if log is not None:
+                log.close()
+        self.seconds = time.time() - self.t0
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over `warmup` steps, then constant (a constant tail keeps resume-to-more-steps exact)."""
+        return min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
+
+    def step(self, loss: torch.Tensor, part: str | None = None, **metrics: float) -> None:
+        """backward, clip, optimizer step for one part (default: the only/first optimizer); logs loss and metrics."""
+        part = part or next(iter(self.opts))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            where = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.exists() else \
+                "no checkpoint was written yet"
+            raise TrainingFailed(f"{part} loss became {value} at step {self.step_num}; stopping ({where}). "
+                                 f"Try a lower --lr.")
+        opt = self.opts[part]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if self.grad_clip:
+            gn = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) if params else torch.zeros(())
+        scale = self.lr_at(self.step_num)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * scale
+        opt.step()
+        key = "loss" if len(self.opts) == 1 else f"loss_{part}"
+        self._metrics[key] = value
+        self._metrics["grad_norm" if len(self.opts) == 1 else f"grad_norm_{part}"] = float(gn)
+        self.log(**metrics)
+
+    def log(self, **metrics: float) -> None:
+        self._metrics.update({k: float(v) for k, v in metrics.items()})
+
+    def sampling_model(self) -> torch.nn.Module:
+        m = self.ema.module if self.ema is not None else unwrap(self.raw[next(iter(self.raw))])
+        return m.eval()
+
+    def finish(self, sample_fn: Callable[[int], torch.Tensor] | None = None, n: int = 64,
+               reference: torch.Tensor | None = None) -> Path:
+        """Final checkpoint, then (rank 0) a PNG of samples from sample_fn(n). Returns the checkpoint path."""
+        from data import save_samples
+
+        self.save()
+        if self.is_main and sample_fn is not None:
+            with torch.no_grad():
+                x = sample_fn(n)
+            png = save_samples(x.cpu(), self.out / "samples.png", reference=reference)
+            print(f"checkpoint: {self.ckpt_path}\nsamples:    {png}", file=sys.stderr)
+        if dist.is_initialized():
+            dist.barrier()
+        return self.ckpt_path
