@@ -1,0 +1,241 @@
+"""fid.py: the metrics' invariants (hypothesis), agreement with the scipy sqrtm recipe, the shipped classifier's
+accuracy, the CLI, and bad input."""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import data
+import fid
+from conftest import assert_one_line_error, run_cli
+
+seeds = st.integers(0, 2**32 - 1)
+
+
+def gaussian(seed, n, d, shift=0.0, scale=1.0):
+    """n samples of a random correlated Gaussian in d dims (covariance A A^T, A with a spread of scales)."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((d, d)) * rng.uniform(0.2, 2.0, d)
+    return (rng.standard_normal((n, d)) @ A.T) * scale + shift
+
+
+def sqrtm_reference(mu1, s1, mu2, s2):
+    """pytorch-fid's calculate_frechet_distance recipe: scipy sqrtm of the product, real part."""
+    covmean = scipy.linalg.sqrtm(s1.dot(s2)).real
+    return (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+
+# ----------------------------------------------------------------------------------------------------- Frechet distance
+@given(seed=seeds, n=st.integers(3, 80), d=st.integers(1, 12))
+def test_fid_of_a_set_with_itself_is_zero(seed, n, d):
+    x = gaussian(seed, n, d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fid.BiasedEstimateWarning)  # n <= d cases are fine here
+        value = fid.fid(x, x)
+    assert 0 <= value <= 1e-9 * (1 + np.trace(fid.gaussian_stats(x)[1]))
+
+
+@given(seed=seeds, d=st.integers(1, 10), shift=st.floats(-3, 3), scale=st.floats(0.3, 3))
+def test_fid_is_symmetric_and_non_negative(seed, d, shift, scale):
+    a, b = gaussian(seed, 60, d), gaussian(seed + 1, 50, d, shift, scale)
+    ab, ba = fid.fid(a, b), fid.fid(torch.as_tensor(b), torch.as_tensor(a))  # numpy and torch inputs
+    assert ab >= 0 and ab == pytest.approx(ba, rel=1e-9, abs=1e-9)
+    assert isinstance(ab, float)
+
+
+@given(seed=seeds, d=st.integers(1, 16))
+def test_closed_form_for_diagonal_gaussians(seed, d):
+    rng = np.random.default_rng(seed)
+    mu1, mu2 = rng.normal(0, 2, d), rng.normal(0, 2, d)
+    s1, s2 = rng.uniform(0.01, 3, d), rng.uniform(0.01, 3, d)  # standard deviations
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((s1 - s2) ** 2)  # ||dmu||^2 + sum (s1 - s2)^2
+    assert fid.frechet_distance(mu1, np.diag(s1**2), mu2, np.diag(s2**2)) == pytest.approx(expected, rel=1e-9,
+                                                                                            abs=1e-12)
+
+
+@given(seed=seeds, d=st.integers(2, 8))
+def test_invariant_under_the_same_rotation_and_translation(seed, d):
+    rng = np.random.default_rng(seed)
+    a, b = gaussian(seed, 100, d), gaussian(seed + 7, 90, d, shift=1.0, scale=1.5)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))  # a random orthogonal matrix
+    t = rng.normal(0, 5, d)
+    assert fid.fid(a @ Q.T + t, b @ Q.T + t) == pytest.approx(fid.fid(a, b), rel=1e-7, abs=1e-9)
+
+
+@settings(max_examples=15)
+@given(seed=seeds, d=st.integers(2, 64), shift=st.floats(0, 1), scale=st.floats(0.8, 1.5))
+def test_agrees_with_the_scipy_sqrtm_recipe(seed, d, shift, scale):
+    a, b = gaussian(seed, 4 * d + 20, d), gaussian(seed + 3, 3 * d + 30, d, shift, scale)
+    (mu1, s1), (mu2, s2) = fid.gaussian_stats(a), fid.gaussian_stats(b)
+    assert fid.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(sqrtm_reference(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_agrees_with_sqrtm_on_mnist_features():
+    """The case that matters: real digits against other real digits, 128-d classifier features."""
+    x = data.load("mnist5k", "test").x
+    f1, f2 = fid.features(x[::2]), fid.features(x[1::2])
+    (mu1, s1), (mu2, s2) = fid.gaussian_stats(f1), fid.gaussian_stats(f2)
+    assert fid.fid(f1, f2) == pytest.approx(sqrtm_reference(mu1, s1, mu2, s2), rel=1e-6)
+
+
+@given(seed=seeds, n=st.integers(2, 20), d=st.integers(21, 40))
+def test_fewer_samples_than_dims_warns_and_stays_finite(seed, n, d):
+    a, b = gaussian(seed, n, d), gaussian(seed + 1, n, d, shift=0.5)
+    with pytest.warns(fid.BiasedEstimateWarning, match="biased"):
+        value = fid.fid(a, b)
+    assert np.isfinite(value) and value >= 0
+    (mu1, s1), (mu2, s2) = fid.gaussian_stats(a), fid.gaussian_stats(b)
+    with pytest.warns(fid.BiasedEstimateWarning, match="biased"):
+        assert fid.frechet_distance(mu1, s1, mu2, s2) >= 0
+
+
+# ----------------------------------------------------------------------------------------------------- KID, P/R
+@settings(max_examples=10)
+@given(seed=seeds, d=st.integers(2, 16))
+def test_kid_near_zero_for_one_distribution_and_positive_between_two(seed, d):
+    rng = np.random.default_rng(seed)
+    a, b, c = rng.standard_normal((3, 1000, d))  # unit-scale features, like standardized network features
+    same = fid.kid(a, b, subsets=20, subset_size=200)
+    other = fid.kid(a, c + 0.5, subsets=20, subset_size=200)  # mean shifted by half a std in every dimension
+    assert abs(same["mean"]) <= same["std"] and abs(same["mean"]) < 0.05 * other["mean"]  # unbiased: ~0
+
+
+@given(seed=seeds, n=st.integers(4, 200), d=st.integers(1, 10))
+def test_precision_recall_identical_and_far_apart(seed, n, d):
+    x = gaussian(seed, n, d)
+    assert fid.precision_recall(x, x.copy()) == {"precision": 1.0, "recall": 1.0}
+    far = x + 1e3 * (np.abs(x).max() + 1)
+    assert fid.precision_recall(x, far) == {"precision": 0.0, "recall": 0.0}
+
+
+def test_precision_recall_sees_mode_dropping():
+    """Generated samples on half the real modes: precision stays 1, recall drops to about a half."""
+    centers, std = data.MODES["grid25"]
+    real = data.load("grid25", "test").x
+    fake = real[(real[:, 0] < -1).numpy()]  # the 10 modes with x = -4 or -2, from the real points
+    pr = fid.precision_recall(real, fake)
+    assert pr["precision"] == 1.0 and 0.3 < pr["recall"] < 0.5
+
+
+# ----------------------------------------------------------------------------------------------------- IS, modes, classes
+@given(seed=seeds, c=st.integers(2, 12), n=st.integers(10, 300), alpha=st.floats(0.01, 10))
+def test_inception_score_between_one_and_classes(seed, c, n, alpha):
+    p = np.random.default_rng(seed).dirichlet(np.full(c, alpha), n)
+    s = fid.inception_score(p, splits=10)
+    assert 1.0 <= s["mean"] <= c and s["std"] >= 0
+
+
+def test_inception_score_extremes():
+    c = 10
+    assert fid.inception_score(np.full((100, c), 1 / c))["mean"] == pytest.approx(1.0)  # no confidence
+    one_hot = np.eye(c)[np.arange(1000) % c]  # confident and balanced in every split
+    assert fid.inception_score(one_hot)["mean"] == pytest.approx(c)
+
+
+@given(seed=seeds, name=st.sampled_from(["grid25", "ring8"]), data_=st.data())
+def test_mode_coverage_exact_on_synthetic_samples(seed, name, data_):
+    centers, std = data.MODES[name]
+    k = len(centers)
+    chosen = data_.draw(st.lists(st.integers(0, k - 1), min_size=0, max_size=k, unique=True))
+    n_hq, n_bad = data_.draw(st.integers(1, 5)), data_.draw(st.integers(0, 20))
+    rng = np.random.default_rng(seed)
+    hq = [centers[i].numpy() + 2.9 * std * u / np.linalg.norm(u) * rng.uniform(0, 1)  # within 3 std
+          for i in chosen for u in rng.standard_normal((n_hq, 2))]
+    bad = [centers[rng.integers(k)].numpy() + 3.5 * std * u / np.linalg.norm(u)  # just outside 3 std
+           for u in rng.standard_normal((n_bad, 2))]
+    pts = np.array(hq + bad).reshape(-1, 2)
+    if len(pts) == 0:
+        return
+    r = fid.mode_coverage(pts, centers, std)
+    assert r == {"modes": len(chosen), "hq": pytest.approx(len(hq) / len(pts))}
+    assert isinstance(r["modes"], int) and isinstance(r["hq"], float)
+
+
+def test_mode_coverage_of_the_test_split_is_complete():
+    for name in ("grid25", "ring8"):
+        r = fid.mode_coverage(data.load(name, "test").x, *data.MODES[name])
+        assert r["modes"] == len(data.MODES[name][0])
+        assert r["hq"] == pytest.approx(1 - np.exp(-4.5), abs=0.006)  # P(|z| <= 3) for a 2-D Gaussian = 98.9%
+
+
+def test_class_coverage():
+    uniform = fid.class_coverage(np.arange(1000) % 10)
+    assert uniform["classes"] == 10 and uniform["kl_uniform"] == pytest.approx(0.0, abs=1e-12)
+    collapsed = fid.class_coverage(torch.full((50,), 3))
+    assert collapsed["classes"] == 1 and collapsed["kl_uniform"] == pytest.approx(np.log(10))
+    probs = np.eye(10)[[0, 0, 1, 2]] * 0.9 + 0.01
+    assert fid.class_coverage(probs)["histogram"] == [2, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+
+
+# ----------------------------------------------------------------------------------------------------- classifier
+def test_shipped_classifier_accuracy_and_outputs():
+    test = data.load("mnist5k", "test")
+    p = fid.classify(test.x)
+    assert p.shape == (1000, 10) and torch.allclose(p.sum(1), torch.ones(1000), atol=1e-5)
+    accuracy = float((p.argmax(1) == test.y).float().mean())
+    assert accuracy >= 0.97, accuracy
+    assert fid.classifier() is fid.classifier()  # cached
+    assert sum(t.numel() * t.element_size() for t in fid.classifier().state_dict().values()) < 1e6
+    assert fid.CLASSIFIER_PATH.stat().st_size < 1e6
+    padded = torch.nn.functional.pad(test.x[:50], (2, 2, 2, 2), value=-1.0)  # a model that pads to 32x32
+    assert np.allclose(fid.features(padded), fid.features(test.x[:50]))
+    assert fid.features(test.x[:5]).shape == (5, 128)
+
+
+def test_real_digits_score_well_and_collapse_is_seen():
+    train, test = data.load("mnist5k", "train"), data.load("mnist5k", "test")
+    good = fid.score(train.x[::4], test.x, reference="mnist5k:test")
+    ones = fid.score(train.x[train.y == 1], test.x, reference="mnist5k:test")  # a collapsed "generator"
+    assert good["fid"] < ones["fid"] and good["recall"] > ones["recall"]
+    assert good["classes"] == 10 and ones["classes"] <= 2 and ones["kl_uniform"] > 1.5
+    assert good["is"] > 8 and ones["is"] < 1.5
+    assert good["provenance"]["n_real"] == 1000 and good["provenance"]["n_fake"] == 1000
+    assert "sha256" in good["provenance"]["extractor"] and "eigh" in good["provenance"]["sqrt"]
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("a, b, match", [
+    (np.full((5, 3), np.nan), np.zeros((5, 3)), "NaN"),
+    (np.zeros((5, 3)), np.array([[0, 1, np.inf]] * 5), "inf"),
+    (np.zeros((5, 3)), np.zeros((5, 4)), "dimensions differ"),
+    (np.zeros((1, 3)), np.zeros((5, 3)), "need at least"),
+    (np.zeros(5), np.zeros(5), r"\[N, D\]"),
+])
+def test_bad_input_is_one_clear_value_error(a, b, match):
+    for f in (fid.fid, fid.kid, fid.precision_recall):
+        with pytest.raises(fid.MetricError, match=match):
+            f(a, b)
+    assert issubclass(fid.MetricError, ValueError)
+    with pytest.raises(fid.MetricError, match="must be in"):
+        fid.features(torch.full((2, 1, 28, 28), 255.0))  # images in 0..255, not [-1, 1]
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+def test_cli_scores_images_and_points(tmp_path):
+    test = data.load("mnist5k", "train")
+    np.savez(tmp_path / "digits.npz", x=test.x[:300].numpy())
+    proc = run_cli("fid.py", "score", tmp_path / "digits.npz", "mnist5k:test")
+    assert proc.returncode == 0, proc.stderr
+    for word in ("FID", "KID", "precision", "recall", "inception score", "classes covered", "provenance",
+                 "n_real=1000", "n_fake=300", "sha256"):
+        assert word in proc.stdout, word
+    pts = data.load("grid25", "train").x[:2000]
+    torch.save(pts[pts[:, 0] > 1], tmp_path / "pts.pt")  # two columns of modes: 10 of 25
+    proc = run_cli("fid.py", "score", tmp_path / "pts.pt", "grid25:test")
+    assert proc.returncode == 0, proc.stderr
+    assert "10/25" in proc.stdout and "Frechet distance" in proc.stdout
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    np.savez(tmp_path / "nan.npz", x=np.full((10, 2), np.nan))
+    np.savez(tmp_path / "one.npz", x=np.zeros((1, 2)))
+    (tmp_path / "empty").mkdir()
+    for args in (["missing.npz", "grid25:test"], [tmp_path / "junk.npz", "grid25:test"],
+                 [tmp_path / "nan.npz", "grid25:test"], [tmp_path / "one.npz", "grid25:test"],
+                 [tmp_path / "empty", "mnist5k:test"], ["grid25:test", "mnist5k:test"]):
+        assert_one_line_error(run_cli("fid.py", "score", *args))
