@@ -79,8 +79,8 @@ class App(typer.Typer):
             _exit(f"{prog}: error: {e.format_message()}", 2)
         except (KeyboardInterrupt, getattr(cx, "Abort", KeyboardInterrupt)):
             _exit(f"{prog}: interrupted", 130)
-        except cx.Exit as e:
-            sys.exit(e.exit_code)
+        except getattr(cx, "Exit", SystemExit) as e:
+            sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
         except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
             _exit(f"{prog}: error: {e}", 2)
         except ValueError as e:  # data.DataError and other input problems
