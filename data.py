@@ -220,7 +220,7 @@ def load(name: str, split: str = "train", root: Path | None = None) -> Dataset:
         return Dataset(torch.as_tensor(x, dtype=torch.float32), y, "points", name,
                        0 if y is None else int(y.max()) + 1)
     x, y = _images(name, split, root)
-    x = torch.as_tensor(x, dtype=torch.float32) / 127.5 - 1  # uint8 {0..255} -> [-1, 1]
+    x = torch.as_tensor(np.array(x), dtype=torch.float32) / 127.5 - 1  # uint8 {0..255} -> [-1, 1]
     return Dataset(x, torch.as_tensor(y, dtype=torch.long), "images", name, 10)
 
 

@@ -23,7 +23,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -329,6 +331,17 @@ class Trainer:
                             transient=False)
         task = progress.add_task("train", total=self.steps, completed=self.start, info="")
         self.t0 = time.time()
+        # Ctrl-C usually lands in the caller's loop body (forward/backward), not in this generator: the handler only
+        # raises a flag, and the loop stops at the next step boundary with a checkpoint. A second Ctrl-C aborts.
+        interrupted = []
+
+        def on_sigint(signum, frame):
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted.append(signum)
+
+        previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() \
+            else None
         try:
             with progress:
                 for s in range(self.start, self.steps):
@@ -349,17 +362,21 @@ class Trainer:
                         progress.update(task, advance=1, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
                     else:
                         progress.update(task, advance=1)
+                    if interrupted:
+                        break
                     if (s + 1) % self.ckpt_every == 0 and s + 1 < self.steps:
                         self.save()
-        except KeyboardInterrupt:
-            self.save()
-            if self.is_main:
-                print(f"\ninterrupted at step {self.step_num}; checkpoint saved to {self.ckpt_path} "
-                      f"(continue with --resume)", file=sys.stderr)
-            sys.exit(130)
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if log is not None:
                 log.close()
+        if interrupted:
+            self.save()
+            if self.is_main:
+                print(f"interrupted at step {self.step_num}; checkpoint saved to {self.ckpt_path} "
+                      f"(continue with --resume)", file=sys.stderr)
+            sys.exit(130)
         self.seconds = time.time() - self.t0
 
     def lr_at(self, step: int) -> float:
