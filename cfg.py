@@ -1,0 +1,367 @@
+"""Classifier-free guidance: a class-conditional DDPM whose sampler mixes its conditional and unconditional predictions.
+
+What it optimizes (Ho & Salimans 2022, "Classifier-Free Diffusion Guidance", https://arxiv.org/abs/2207.12598): one
+noise predictor eps_theta(x_t, t, y) is trained with DDPM's L_simple (ddpm.py, Ho et al. 2020 eq. 14) on pairs
+(x_0, y), except that y is replaced by a "null" label with probability p_uncond = 0.1. The same network thus learns
+the conditional eps_c = eps_theta(x_t, t, y) and the unconditional eps_u = eps_theta(x_t, t, null). Sampling uses
+
+    eps_tilde = eps_u + s (eps_c - eps_u)                                    (guidance scale s)
+
+Ho & Salimans write the same thing as eps_tilde = (1 + w) eps_c - w eps_u (their eq. 6), so s = 1 + w:
+    s = 0 (w = -1): the unconditional model;  s = 1 (w = 0): the plain conditional model;  s > 1 (w > 0): guidance.
+Read as scores (eps = -sqrt(1 - alpha_bar) grad log p), eps_c - eps_u points along grad log p(y | x_t) of the
+implicit classifier p(y | x_t) ∝ p(x_t | y) / p(x_t), so guided sampling aims at p(x | y) p(y | x)^(s - 1).
+
+Algorithm -> function:
+    Algorithm 1 (joint training, label dropout)     -> drop_labels, loss  (L_simple itself: ddpm.DDPM.loss)
+    Algorithm 2 (guided sampling), eq. 6            -> guided_eps (one batched pass over [x, x] and [y, null])
+                                                       + ddpm.sample (samplers ddpm, ddim, dpm++2m)
+    network with a label embedding (num_classes+1) -> ddpm.UNet / ddpm.MLP (num_classes; the last row is null)
+Departures from the paper: ddpm.py's discrete T = 1000 linear schedule and min-SNR-weighted loss instead of their
+continuous-time model; image samplers clamp the predicted x_0 to [-1, 1] after guidance (ddpm.sample's x0_clip),
+which keeps large s from saturating the pixels; the guidance scale is the same at every step, as in the paper.
+
+Commands:
+    python cfg.py train                                # mnist5k + labels, ddpm.py's default UNet -> runs/cfg-mnist5k/
+    python cfg.py sample --guidance 2                  # one row per digit -> runs/cfg-mnist5k/samples-all-s2.png
+    python cfg.py sample --label 7 --guidance 3 --n 64 --sampler ddim --steps 50
+    python cfg.py sweep                                # FID, precision, recall, accuracy against s -> sweep.{md,json,png}
+    python cfg.py train --data grid25 --steps 3000     # 2-D toy; the label is the mode index (25 classes)
+"""
+from __future__ import annotations
+
+import torch
+
+import ddpm  # the network, schedule, loss and samplers (DESIGN.md: cfg.py reuses ddpm.py)
+
+P_UNCOND = 0.1  # Ho & Salimans sec. 4: p_uncond in {0.1, 0.2} worked best on ImageNet 64x64
+
+
+# ----------------------------------------------------------------------------------------------------- labels
+def null_label(model: ddpm.DDPM) -> int:
+    """The id of the null label: num_classes, the last row of the network's label embedding (ddpm.Embed)."""
+    label = getattr(getattr(model.net, "embed", None), "label", None)
+    if label is None:
+        raise ValueError("this model was trained without labels (its network has no label embedding); "
+                         "classifier-free guidance needs a class-conditional model from cfg.py train")
+    return label.num_embeddings - 1
+
+
+def drop_labels(y: torch.Tensor, null: int, p_uncond: float = P_UNCOND, generator=None) -> torch.Tensor:
+    """Algorithm 1, line 3: c <- null with probability p_uncond, independently for each example."""
+    drop = torch.rand(y.shape, generator=generator, device=y.device) < p_uncond
+    return torch.where(drop, torch.full_like(y, null), y)
+
+
+# ----------------------------------------------------------------------------------------------------- loss
+def loss(model, x_0: torch.Tensor, y: torch.Tensor, null: int, p_uncond: float = P_UNCOND) -> torch.Tensor:
+    """Algorithm 1: DDPM's L_simple on (x_0, y) with labels dropped to null. `model` is a ddpm.DDPM (or its DDP /
+    compile wrapper), whose forward(x_0, y) is the loss; x_0 in the model's normalized space."""
+    return model(x_0, drop_labels(y, null, p_uncond))
+
+
+# ----------------------------------------------------------------------------------------------------- sampler
+def guided_eps(model: ddpm.DDPM, y, s: float):
+    """eps_fn(x_t, t) for ddpm.sample: eps_u + s (eps_c - eps_u), i.e. Ho & Salimans eq. 6 with w = s - 1.
+    y: one label (int) for the whole batch, or a LongTensor [B] of labels in 0..num_classes-1.
+    Both predictions come from ONE forward pass of the network on the doubled batch [x, x] with labels [y, null]."""
+    null = null_label(model)
+    y = torch.as_tensor(y, dtype=torch.long)
+    if y.dim() > 1 or ((y < 0) | (y >= null)).any():
+        raise ValueError(f"labels must be a scalar or a [B] tensor of ids in 0..{null - 1} (got {y.tolist()})")
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        B = x_t.shape[0]
+        y_c = y.to(x_t.device).expand(B)  # [B]; a [B'] tensor with B' != B fails here
+        y_u = torch.full_like(y_c, null)
+        eps = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y_c, y_u]))  # [2B, ...]
+        eps_c, eps_u = eps[:B], eps[B:]  # conditional half first, unconditional half second
+        return eps_u + s * (eps_c - eps_u)  # = (1 + w) eps_c - w eps_u  with  w = s - 1  (eq. 6)
+
+    return eps_fn
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+# Everything below is plumbing for the command line; the algorithm is above.
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import numpy as np  # noqa: E402
+import typer  # noqa: E402
+
+import training  # noqa: E402
+
+app = training.App(help="Classifier-free guidance: train a class-conditional DDPM with label dropout, sample it "
+                        "with guidance, sweep the guidance scale.")
+Opt = typer.Option
+LABELLED = "mnist5k, mnist, fashion, cifar10, grid25, ring8 or moons"
+
+
+def build(config: dict, shape: tuple[int, ...], num_classes: int, shift=0.0, scale=1.0) -> ddpm.DDPM:
+    """ddpm.build with a label embedding of num_classes + 1 rows (the last one is the null label)."""
+    model = ddpm.build(config, shape, num_classes, shift, scale)
+    model.num_classes = num_classes
+    return model
+
+
+def load(path, device: str = "cpu") -> ddpm.DDPM:
+    """The trained class-conditional model (EMA weights) from a cfg.py checkpoint, ready to sample."""
+    ckpt = training.load_checkpoint(path, "cfg")
+    state = training.ema_state(ckpt)
+    shape, num_classes = tuple(ckpt["extra"]["shape"]), int(ckpt["extra"]["num_classes"])
+    model = build(ckpt["config"], shape, num_classes, state["shift"], state["scale"])
+    model.load_state_dict(state)
+    model.config, model.shape = ckpt["config"], shape
+    return model.to(training.device(device)).eval()
+
+
+def load_guidable(path, device: str = "cpu") -> ddpm.DDPM:
+    """`load`, but an unconditional ddpm.py checkpoint gets a one-line error that says why it cannot be guided."""
+    ckpt = training.load_checkpoint(path)
+    if ckpt.get("model_name") == "ddpm":
+        training.fail(f"{path} is a ddpm.py model, trained without labels: classifier-free guidance needs a "
+                      f"class-conditional model (python cfg.py train)")
+    return load(path, device)
+
+
+def class_labels(label: int, n: int, num_classes: int) -> torch.Tensor:
+    """label >= 0: n copies of it; label = -1: n // num_classes of every class in turn (one grid row per class)."""
+    if label >= 0:
+        return torch.full((n,), label, dtype=torch.long)
+    return torch.arange(num_classes).repeat_interleave(n // num_classes)  # [C * (n // C)]
+
+
+@torch.no_grad()
+def generate(model: ddpm.DDPM, y: torch.Tensor, s: float, sampler: str = "dpm++2m", steps: int = 20,
+             eta: float = 0.0, spacing: str = "lambda", batch_size: int = 250, generator=None) -> torch.Tensor:
+    """Guided samples for the labels y [N], in data space, batch by batch (each batch runs the net on 2x its size)."""
+    dev = model.alpha_bar.device
+    images = len(model.shape) == 3
+    xs = []
+    for y_b in y.split(batch_size):
+        x_T = torch.randn(len(y_b), *model.shape, generator=generator, device=dev)
+        with training.autocast(dev):
+            x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), s), model.alpha_bar, x_T, sampler, steps, eta,
+                              generator, spacing, 1.0 if images else None)
+        xs.append(model.denormalize(x_0.float()))
+    return torch.cat(xs)
+
+
+@app.command()
+def train(
+    data: Annotated[str, Opt(help=f"labelled dataset: {LABELLED}")] = "mnist5k",
+    steps: Annotated[int, Opt(help="optimizer steps")] = 1500,
+    batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
+    lr: Annotated[float, Opt(help="peak AdamW learning rate")] = 2e-3,
+    warmup: Annotated[int, Opt(help="linear learning-rate warm-up steps")] = 100,
+    p_uncond: Annotated[float, Opt(help="label dropout: probability of training on the null label")] = P_UNCOND,
+    timesteps: Annotated[int, Opt(help="number of diffusion steps T")] = 1000,
+    schedule: Annotated[str, Opt(help="beta schedule: linear or cosine")] = "linear",
+    prediction: Annotated[str, Opt(help="network target: eps (noise) or v")] = "eps",
+    min_snr: Annotated[float, Opt(help="min-SNR-gamma loss weighting, gamma (0 = plain L_simple)")] = 5.0,
+    ch: Annotated[int, Opt(help="UNet base channels")] = 32,
+    ch_mult: Annotated[str, Opt(help="UNet channel multipliers per resolution, comma-separated")] = "1,2,2",
+    attn: Annotated[bool, Opt(help="self-attention at the lowest resolution")] = True,
+    dropout: Annotated[float, Opt(help="dropout in the residual blocks")] = 0.0,
+    hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
+    depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
+    guidance: Annotated[float, Opt(help="guidance scale s of the samples.png written at the end")] = 2.0,
+    ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    compile: Annotated[bool, Opt(help="torch.compile the network (CUDA)")] = False,
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+    out: Annotated[str | None, Opt(help="run folder (default runs/cfg-<data>)")] = None,
+    resume: Annotated[bool, Opt(help="continue the run in --out from its checkpoint")] = False,
+    ckpt_every: Annotated[int, Opt(help="checkpoint every N steps")] = 250,
+) -> Path:
+    """Train a class-conditional DDPM with label dropout (Algorithm 1); writes ckpt.pt, samples.png, metrics.jsonl."""
+    config = dict(locals())
+    import data as datasets
+
+    ddpm.validate(config)  # the network and schedule options are ddpm.py's
+    training.check(0 < p_uncond < 1, f"--p-uncond must be in (0, 1) (both models need training), got {p_uncond}")
+    ds = datasets.load(data)
+    training.check(ds.y is not None and ds.num_classes > 0,
+                   f"--data {data} has no labels; classifier-free guidance needs a labelled set: {LABELLED}")
+    out = out or f"runs/cfg-{data}"
+    config["out"] = out
+    C = ds.num_classes
+    if ds.kind == "points":  # standardize points so one set of hyperparameters fits every toy
+        model = build(config, ds.shape, C, ds.x.mean(0), ds.x.std(0))
+    else:
+        model = build(config, ds.shape, C)
+    tr = training.Trainer("cfg", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr, out=out,
+                          device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,
+                          compile=compile, ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": C})
+    for _, (x, y) in tr:
+        with tr.autocast():
+            l_simple = loss(tr.models["model"], model.normalize(x), y, C, p_uncond)  # Algorithm 1
+        tr.step(l_simple)
+
+    def sample_fn(n):
+        m = tr.sampling_model()
+        m.shape = ds.shape
+        return generate(m, class_labels(-1, n, C), guidance, generator=torch.Generator(tr.dev).manual_seed(seed))
+
+    images = ds.kind == "images"
+    return tr.finish(sample_fn, n=10 * C if images else 2000, reference=None if images else ds.x[:2000])
+
+
+def write(x: torch.Tensor, y: torch.Tensor, out: str, per_row: int | None = None, reference=None) -> None:
+    """`.npz` -> samples under key x (data space) and their labels under y; else a PNG grid or scatter."""
+    import data as datasets
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if out.endswith(".npz"):
+        np.savez_compressed(out, x=x.cpu().numpy(), y=y.cpu().numpy())
+    else:
+        datasets.save_samples(x.cpu(), out, nrow=per_row, reference=reference)
+    print(f"wrote {out}")
+
+
+def check_sampler(sampler: str, steps: int, eta: float, spacing: str, batch_size: int) -> None:
+    check = training.check
+    check(sampler in ddpm.SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(ddpm.SAMPLERS)}")
+    check(steps > 0, f"--steps must be positive, got {steps}")
+    check(eta >= 0, f"--eta must be >= 0, got {eta}")
+    check(spacing in ("lambda", "uniform"), f"unknown --spacing {spacing!r}; use lambda or uniform")
+    check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
+
+
+@app.command("sample")
+def sample_cmd(
+    ckpt: Annotated[str, Opt(help="checkpoint written by cfg.py train")] = "runs/cfg-mnist5k/ckpt.pt",
+    label: Annotated[int, Opt(help="class to draw; -1 = every class, one grid row each")] = -1,
+    guidance: Annotated[float, Opt(help="guidance scale s = 1 + w: 0 unconditional, 1 conditional, >1 guided")] = 2.0,
+    n: Annotated[int, Opt(help="number of samples (with --label -1: split evenly over the classes)")] = 100,
+    sampler: Annotated[str, Opt(help="ddpm (ancestral), ddim or dpm++2m")] = "dpm++2m",
+    steps: Annotated[int, Opt(help="sampler steps; each runs the network once on the doubled batch")] = 20,
+    eta: Annotated[float, Opt(help="DDIM stochasticity: 0 deterministic, 1 = ancestral")] = 0.0,
+    spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
+    batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
+    out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (keys x, y); default next to the checkpoint")] = None,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+) -> torch.Tensor:
+    """Sample with guidance scale s: one class (--label K) or one row per class (--label -1)."""
+    check = training.check
+    check(n > 0, f"--n must be positive, got {n}")
+    check_sampler(sampler, steps, eta, spacing, batch_size)
+    model = load_guidable(ckpt, device)
+    C, data = model.num_classes, model.config["data"]
+    check(-1 <= label < C, f"--label {label} is not a class of {data} (0..{C - 1}, or -1 for one row per class)")
+    check(label >= 0 or n >= C, f"--n must be at least the number of classes ({C}) with --label -1, got {n}")
+    check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
+    y = class_labels(label, n, C)
+    g = torch.Generator(model.alpha_bar.device).manual_seed(seed)
+    x = generate(model, y, guidance, sampler, steps, eta, spacing, batch_size, g)
+    name = f"samples-{'all' if label < 0 else label}-s{guidance:g}.png"
+    per_row = len(y) // C if label < 0 else None
+    import data as datasets
+
+    ref = datasets.load(data, "test").x[:2000] if x.dim() == 2 else None
+    write(x, y, out or str(Path(ckpt).parent / name), per_row, ref)
+    return x
+
+
+def nearest_label(x: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """Points: the majority label of the k nearest training points (the toy sets' stand-in for a classifier)."""
+    idx = torch.cdist(x.float(), ref_x.float()).topk(k, largest=False).indices  # [N, k]
+    return ref_y[idx].mode(1).values
+
+
+@app.command()
+def sweep(
+    ckpt: Annotated[str, Opt(help="checkpoint written by cfg.py train")] = "runs/cfg-mnist5k/ckpt.pt",
+    scales: Annotated[str, Opt(help="guidance scales s, comma-separated")] = "0,1,1.5,2,3,5",
+    n: Annotated[int, Opt(help="samples per scale, split evenly over the classes")] = 1000,
+    sampler: Annotated[str, Opt(help="ddpm (ancestral), ddim or dpm++2m")] = "dpm++2m",
+    steps: Annotated[int, Opt(help="sampler steps")] = 20,
+    batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
+    out: Annotated[str | None, Opt(help="folder for sweep.md, sweep.json, sweep.png (default: the checkpoint's)")] = None,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    seed: Annotated[int, Opt(help="random seed (the same noise and labels at every scale)")] = 0,
+) -> list[dict]:
+    """Sample at several guidance scales; table and plot of FID, precision, recall and label accuracy against s."""
+    import data as datasets
+    import fid
+
+    check = training.check
+    try:
+        s_list = [float(s) for s in scales.split(",")]
+    except ValueError:
+        s_list = []
+    check(bool(s_list), f"--scales must be numbers like 0,1,2,3, got {scales!r}")
+    check_sampler(sampler, steps, 0.0, "lambda", batch_size)
+    model = load_guidable(ckpt, device)
+    C, data = model.num_classes, model.config["data"]
+    check(n >= max(C, 4), f"--n must be at least {max(C, 4)} (one sample per class, 4 for k-NN precision), got {n}")
+    check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
+    images = len(model.shape) == 3
+    check(not images or data in ("mnist5k", "mnist"),
+          f"sweep scores images with fid.py's MNIST classifier; {data} is not MNIST (use mnist5k, mnist or a toy)")
+    real = datasets.load(data, "test").x
+    f_real = fid.features(real, "mnist" if images else "points")
+    train_ds = datasets.load(data, "train") if not images else None
+    y = class_labels(-1, n, C)
+    rows = []
+    for s in s_list:
+        t0 = time.time()
+        g = torch.Generator(model.alpha_bar.device).manual_seed(seed)  # common random numbers across scales
+        x = generate(model, y, s, sampler, steps, 0.0, "lambda", batch_size, g).cpu()
+        f_fake = fid.features(x, "mnist" if images else "points")
+        row = {"s": s, "w": s - 1, "fid": fid.fid(f_real, f_fake), **fid.precision_recall(f_real, f_fake)}
+        if images:  # accuracy of fid.py's classifier on the requested label; inception score on its probabilities
+            p = fid.classify(x)
+            row["accuracy"] = float((p.argmax(1) == y).float().mean())
+            row["is"] = fid.inception_score(p, splits=min(10, len(x)))["mean"]
+        else:
+            row["accuracy"] = float((nearest_label(x, train_ds.x, train_ds.y) == y).float().mean())
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+        print("  ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    folder = Path(out or Path(ckpt).parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    prov = fid.provenance(len(real), len(y), f"{data}:test", fid.extractor_name(x, "mnist" if images else "points"))
+    prov.update(sampler=sampler, steps=steps, network_calls=2 * steps, ckpt=str(ckpt),
+                accuracy="fid.py MNIST classifier" if images else "10-NN label of the train points")
+    (folder / "sweep.json").write_text(json.dumps({"provenance": prov, "rows": rows}, indent=1))
+    cols = ["s", "w", "fid", "precision", "recall", "accuracy"] + (["is"] if images else [])
+    md = [f"Guidance sweep of {ckpt}: {len(y)} samples per scale ({len(y) // C} per class), {sampler} {steps} steps, "
+          f"FID against {data}:test ({len(real)}) on {prov['extractor']}.", "",
+          "| " + " | ".join(c if c != "s" else "s (= 1 + w)" for c in cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(f"{r[c]:.3g}" if c in ("s", "w") else f"{r[c]:.3f}" for c in cols) + " |" for r in rows]
+    (folder / "sweep.md").write_text("\n".join(md) + "\n")
+    plot(rows, folder / "sweep.png", f"{data}: {len(y)} samples, {sampler} {steps}")
+    print("\n".join(md) + f"\nwrote {folder / 'sweep.md'}, {folder / 'sweep.json'}, {folder / 'sweep.png'}")
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """FID, precision/recall, accuracy (and IS) against the guidance scale s, one panel each (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = [r["s"] for r in rows]
+    panels = [("FID (lower is better)", ["fid"]), ("precision / recall", ["precision", "recall"]),
+              ("label accuracy", ["accuracy"])] + ([("inception score (MNIST classifier)", ["is"])] if "is" in rows[0] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), dpi=100)
+    for ax, (name, keys) in zip(axes, panels):
+        for k in keys:
+            ax.plot(s, [r[k] for r in rows], "o-", label=k)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("guidance scale s = 1 + w")
+        if len(keys) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    app()
