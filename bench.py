@@ -1,0 +1,879 @@
+"""bench.py: the lesson's trade-off table (quality, diversity, stability, likelihood, sampling speed), measured.
+
+Every family (vae, gan, flow, ebm, score, ddpm, cfg) is trained on the same data under the same wall-clock budget and
+scored by the same protocol (fid.py), so that each claim of the lesson's table holds or fails on one machine:
+    VAE: good likelihood, blurry samples   GAN: sharp, unstable, mode collapse   flow: exact likelihood, slowish
+    EBM: slow sampling                     diffusion (ddpm, score): high quality, slow sampling
+
+Suites (`--suite`):
+    toy       grid25 and ring8 (PacGAN protocol: 2,500 samples, modes covered and the high-quality fraction within
+              3 std of a mode), Frechet distance on raw coordinates, precision/recall (k = 3), KID, NLL in nats where
+              the family has one (flow exact, VAE IWAE, DDPM variational bound, EBM grid integration), NFE (network
+              calls per sample, counted), ms per sample, training seconds; 3 seeds: mean and spread (the spread is the
+              measured "stability").
+    mnist     mnist5k: FID/KID with fid.py's MNIST features against the test split, precision/recall, inception
+              score, classes covered, bits/dim where available.
+    samplers  one trained DDPM (the mnist suite's): ddpm at 1000 steps, ddim at 10/20/50/100 with eta 0 and 1,
+              dpm++2m at 10/15/20: quality against NFE (fid_vs_nfe.png) and the Method/Steps/Speed/Quality-drop table.
+    guidance  the classifier-free guidance sweep of cfg.py (guidance scale against FID / precision / recall).
+
+Budgets. `--budget S` seconds of training loop per model (default per suite). The step count that fits is chosen by
+measurement: a short probe run gives the seconds per step (from the run's metrics.jsonl), then steps = S / that; the
+plan is cached in <runs>/plan.json, so that later runs ask for the same steps and reuse the checkpoints under <runs>
+whose saved config matches (otherwise they train again).
+
+Interfaces used (DESIGN.md's stable surface): `<model>.train(**options) -> checkpoint path`, `<model>.load(path)`,
+`<model>.nll(...)` (each file's own likelihood protocol), the sampler functions `ddpm.sample`, `ebm.langevin`,
+`score.annealed_langevin`, `VAE.sample`, `Flow.sample`, and fid.py's metrics. A family whose file is missing or does
+not import is reported as "not available"; one whose training or sampling fails is reported as "failed: ...".
+
+Commands:
+    python bench.py                                  # toy suite, 3 seeds, 15 s per model (~15 min on 2 CPU cores)
+    python bench.py --quick                          # tiny budgets, 1 seed, few samples (< 3 min; the tests run it)
+    python bench.py --suite mnist --budget 120       # mnist5k, 2 minutes of training per model
+    python bench.py --suite samplers                 # DDPM samplers: quality against NFE
+    python bench.py --suite all
+Outputs (--out, default bench/): results.json (one row per model x data x sampler setting), results.md (tables and
+the trade-off table with measured numbers), samples.png (every model's samples), fid_vs_nfe.png.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import numpy as np
+import torch
+import typer
+
+import data as datasets
+import fid
+import training
+
+ROOT = Path(__file__).resolve().parent
+TOYS = ("grid25", "ring8")
+SUITES = ("toy", "mnist", "samplers", "guidance")
+BUDGET = {"toy": 15.0, "mnist": 120.0, "samplers": 120.0, "guidance": 120.0}  # seconds of training per model
+QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0, "samplers": 3.0, "guidance": 3.0}
+
+
+# ----------------------------------------------------------------------------------------------------- NFE counting
+@contextlib.contextmanager
+def count_rows(target):
+    """Count the examples that pass through `target` while sampling: an nn.Module (forward pre-hook) or (obj, "method")
+    (the method is wrapped for the duration). NFE per sample = rows / n, whatever the batching."""
+    box = {"rows": 0}
+
+    def add(x):
+        box["rows"] += int(x.shape[0]) if torch.is_tensor(x) and x.dim() > 0 else 1
+
+    if isinstance(target, torch.nn.Module):
+        handle = target.register_forward_pre_hook(lambda m, args: add(args[0]) if args else None)
+        try:
+            yield box
+        finally:
+            handle.remove()
+    else:
+        obj, name = target
+        original = getattr(obj, name)
+
+        def wrapped(x, *a, **k):
+            add(x)
+            return original(x, *a, **k)
+
+        object.__setattr__(obj, name, wrapped)
+        try:
+            yield box
+        finally:
+            object.__delattr__(obj, name)
+
+
+# ----------------------------------------------------------------------------------------------------- the families
+@dataclass
+class Family:
+    """How bench trains, samples and scores one model file. `options(kind, quick)` -> train kwargs (besides data,
+    steps, seed, out, device); `settings(kind, quick)` -> sampler settings (dicts with a "sampler" label);
+    `sample(mod, model, n, setting, g)` -> samples in data space; `counted(model)` -> what one network call is;
+    `nll(mod, ckpt, kind, quick)` -> {"nll_nats" or "nll_bpd": value} or None."""
+
+    name: str
+    module: str
+    options: Callable[[str, bool], dict]
+    settings: Callable[[str, bool], list]
+    sample: Callable
+    counted: Callable
+    nll: Callable | None = None
+    kinds: tuple = ("points", "images")
+    lesson: str = ""
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call a model file's function with its prints captured (its own log lines would drown the table)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+# ddpm: eps_theta through ddpm.sample; one network call per step
+def _ddpm_sample(mod, model, n, s, g):
+    x_T = torch.randn(n, *model.shape, generator=g)
+    images = len(model.shape) == 3
+    x0 = mod.sample(model.eps, model.alpha_bar, x_T, s["method"], s["steps"], s.get("eta", 0.0), g,
+                    x0_clip=1.0 if images else None)
+    return model.denormalize(x0)
+
+
+def _ddpm_nll(mod, ckpt, kind, quick):
+    value = _quiet(mod.nll, ckpt=str(ckpt), split="test", n=200 if quick else 1000 if kind == "points" else 200,
+                   n_t=50 if quick else 0 if kind == "points" else 100, device="cpu", seed=0)
+    return {"nll_nats" if kind == "points" else "nll_bpd": float(value)}
+
+
+def _ddpm_settings(kind, quick):
+    if kind == "points":
+        T = 100 if quick else 1000  # quick: fewer ancestral steps
+        return [dict(sampler=f"ddpm-{T}", method="ddpm", steps=T), dict(sampler="dpm++2m-20", method="dpm++2m", steps=20)]
+    return [dict(sampler="dpm++2m-20", method="dpm++2m", steps=10 if quick else 20)]
+
+
+def _ddpm_options(kind, quick):
+    if kind == "points":
+        return dict(hidden=64, depth=2) if quick else {}
+    return dict(ch=8, ch_mult="1,2", attn=False, warmup=10) if quick else {}
+
+
+# vae: ancestral sampling z ~ p(z), x ~ p(x|z) (images: the decoder mean); one decoder call
+def _vae_sample(mod, model, n, s, g):
+    return model.sample(n, generator=g)
+
+
+def _vae_nll(mod, ckpt, kind, quick):
+    res = _quiet(mod.nll, ckpt=str(ckpt), k=50 if quick else 1000 if kind == "points" else 100,
+                 n=200 if quick else 1000 if kind == "points" else 200, seed=0, device="cpu")
+    key = "nll_nats" if kind == "points" else "nll_bpd"
+    return {key: float(res[key])} if key in res else None
+
+
+def _vae_options(kind, quick):
+    o = dict(hidden=16, latent_dim=4) if quick else {}
+    return o if kind == "points" else dict(o, likelihood="logistic")  # bits/dim comparable with the flow's
+
+
+# flow: x = f^-1(z); one inverse pass
+def _flow_sample(mod, model, n, s, g):
+    x = model.sample(n, s.get("temperature", 1.0), generator=g)
+    return (2 * x - 1).clamp(-1, 1) if getattr(model, "images", False) else x  # images: y in [0, 1] -> data space
+
+
+def _flow_nll(mod, ckpt, kind, quick):
+    res = _quiet(mod.nll, ckpt=str(ckpt), n=200 if quick else 1000, seed=0, device="cpu")
+    key = "nll_nats" if kind == "points" else "nll_bpd"
+    return {key: float(res[key])} if key in res else None
+
+
+# gan: x = G(z); one generator call
+def _gan_sample(mod, G, n, s, g):
+    return torch.cat([G(torch.randn(min(1000, n - i), G.z_dim, generator=g)) for i in range(0, n, 1000)])
+
+
+def _gan_options(kind, quick):
+    o = dict(eval_every=0)  # no mode-coverage evaluation inside the timed loop
+    if kind == "points":
+        return dict(o, width=32, depth=2, fourier=16, z_dim=8) if quick else o
+    return dict(o, channels=8) if quick else o
+
+
+# ebm: Langevin chains from noise through ebm.langevin; one energy gradient (forward + backward) per step
+def _ebm_sample(mod, model, n, s, g):
+    cfg = model.config
+    step, noise, clamp = mod.chain_settings(cfg)
+    x = mod.langevin(model, model.noise(n, g), s["steps"], step, noise, g, clamp)
+    return model.denormalize(x)
+
+
+def _ebm_nll(mod, ckpt, kind, quick):
+    if kind != "points":
+        return None  # the grid integral of exp(-E) is only feasible in 2-D
+    return {"nll_nats": float(_quiet(mod.nll, ckpt=str(ckpt), split="test", box=4.0, grid=200 if quick else 1000))}
+
+
+def _ebm_options(kind, quick):
+    if kind == "points":
+        return dict(hidden=16, langevin_steps=5, sample_steps=5) if quick else dict(sample_steps=100)
+    return dict(ch=4, langevin_steps=5, sample_steps=5) if quick else dict(sample_steps=50)
+
+
+# score: annealed Langevin dynamics (Song & Ermon Algorithm 1) + Tweedie denoising; one network call per step
+def _score_sample(mod, model, n, s, g):
+    x = torch.rand((n, *model.shape), generator=g) * 2 - 1  # x_0 uniform, as NCSN
+    x = mod.annealed_langevin(model, x, model.sigmas, s["steps_per_level"], s.get("eps", 2e-5), generator=g)
+    sigma_L = float(model.sigmas[-1])
+    x = x + sigma_L ** 2 * model(x, torch.full((n,), sigma_L))  # Tweedie: E[x | x~] = x~ + sigma^2 s(x~, sigma)
+    return model.denormalize(x)
+
+
+def _score_options(kind, quick):
+    if kind == "points":
+        return dict(hidden=16, steps_per_level=2) if quick else dict(steps_per_level=20)
+    return dict(ch=8, steps_per_level=2) if quick else dict(steps_per_level=5)
+
+
+# cfg: class-conditional DDPM, labels drawn uniformly, guided eps through ddpm.sample; the network runs on the
+# doubled batch [x, x] with labels [y, null], so each step costs 2 network calls per sample
+def _cfg_sample(mod, model, n, s, g):
+    import ddpm
+
+    y = torch.randint(model.num_classes, (n,), generator=g)
+    x_T = torch.randn(n, *model.shape, generator=g)
+    images = len(model.shape) == 3
+    x0 = ddpm.sample(mod.guided_eps(model, y, s["guidance"]), model.alpha_bar, x_T, "dpm++2m", s["steps"], 0.0, g,
+                     x0_clip=1.0 if images else None)
+    return model.denormalize(x0)
+
+
+def _batched(fn, batch):
+    """Sample in batches of `batch` (images), with one generator running through."""
+    def run(mod, model, n, s, g):
+        return torch.cat([fn(mod, model, min(batch, n - i), s, g) for i in range(0, n, batch)])
+    return run
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    Family("vae", "vae", _vae_options, lambda k, q: [dict(sampler="decoder")], _vae_sample,
+           lambda m: m.decoder, _vae_nll, lesson="good likelihood, blurry samples"),
+    Family("gan", "gan", _gan_options, lambda k, q: [dict(sampler="G(z)")], _gan_sample, lambda G: G,
+           lesson="sharp samples, unstable training, mode collapse"),
+    Family("flow", "flow", lambda k, q: (dict(hidden=16, blocks=2) if k == "points" else dict(hidden=8, blocks=1))
+           if q else {}, lambda k, q: [dict(sampler="f^-1(z)")], _flow_sample, lambda m: (m, "inverse"), _flow_nll,
+           lesson="exact likelihood, slowish"),
+    Family("ebm", "ebm", _ebm_options,
+           lambda k, q: [dict(sampler=f"langevin-{s}", steps=s) for s in ([20] if q else [500] if k == "points" else [200])],
+           _batched(_ebm_sample, 500), lambda m: m, _ebm_nll, lesson="slow sampling"),
+    Family("score", "score", _score_options,
+           lambda k, q: [dict(sampler=f"ald-{10 * s}", steps_per_level=s) for s in ([2] if q else [100] if k == "points" else [20])],
+           _batched(_score_sample, 500), lambda m: m, lesson="high quality, slow sampling (no likelihood)"),
+    Family("ddpm", "ddpm", _ddpm_options, _ddpm_settings, _batched(_ddpm_sample, 1000), lambda m: m.net, _ddpm_nll,
+           lesson="high quality, slow sampling"),
+    Family("cfg", "cfg", _ddpm_options,
+           lambda k, q: [dict(sampler=f"dpm++2m-20 s={g:g}", guidance=g, steps=20) for g in (1.0, 3.0)],
+           _batched(_cfg_sample, 500), lambda m: m.net, lesson="guidance trades diversity for quality"),
+]}
+GUIDANCE_SCALES = "0,1,1.5,2,3,5"
+
+
+def import_family(fam: Family):
+    """(module, None) or (None, reason): a missing file or one that fails to import is 'not available'."""
+    try:
+        mod = importlib.import_module(fam.module)
+    except Exception as e:  # noqa: BLE001 (an unfinished file may fail in any way)
+        return None, f"not available ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})"
+    missing = [a for a in ("train", "load") if not hasattr(mod, a)]
+    if missing:
+        return None, f"not available ({fam.module}.py lacks {', '.join(missing)})"
+    return mod, None
+
+
+# ----------------------------------------------------------------------------------------------------- budgeted training
+def _log_seconds(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, seconds since the loop started) from a run's metrics.jsonl."""
+    out = []
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                out.append((int(rec["step"]), float(rec["sec"])))
+            except (ValueError, KeyError):
+                continue
+    return out
+
+
+def _key(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class Runs:
+    """The run folder of bench: checkpoints, the step plan (plan.json) and the sample cache."""
+
+    def __init__(self, root: Path, device: str, quick: bool):
+        self.root, self.device, self.quick = Path(root), device, quick
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.plan_path = self.root / "plan.json"
+        self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
+
+    def steps_for(self, fam: Family, mod, data: str, opts: dict, budget: float) -> dict:
+        """Steps that fit `budget` seconds of training loop: probe a few steps, measure seconds per step."""
+        key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads()], sort_keys=True)
+        if key in self.plan:
+            return self.plan[key]
+        probe = 6 if self.quick else 30
+        out = self.root / "_probe" / f"{fam.name}-{data}"
+        shutil.rmtree(out, ignore_errors=True)
+        _quiet(mod.train, data=data, steps=probe, seed=0, out=str(out), device=self.device, **opts)
+        log = _log_seconds(out)
+        if len(log) >= 2 and log[-1][0] > log[0][0]:
+            per_step = (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # leaves out the first (warm-up) step
+        else:
+            per_step = (log[-1][1] if log else 1.0) / probe
+        steps = int(min(200_000, max(10, budget / max(per_step, 1e-6))))
+        self.plan[key] = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
+                          "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.plan_path.write_text(json.dumps(self.plan, indent=1))
+        shutil.rmtree(out, ignore_errors=True)
+        return self.plan[key]
+
+    def checkpoint(self, fam: Family, mod, data: str, opts: dict, steps: int, seed: int) -> tuple[Path, dict]:
+        """A checkpoint trained with exactly these options: reused when its saved config matches, else trained."""
+        kw = dict(data=data, steps=steps, seed=seed, **opts)
+        out = self.root / data / f"{fam.name}-s{seed}-{_key(kw)}"
+        ckpt, side = out / "ckpt.pt", out / "bench.json"
+        if ckpt.exists() and side.exists():
+            try:
+                ck = training.load_checkpoint(ckpt)
+                same = all(ck["config"].get(k) == v for k, v in kw.items()) and ck.get("step") == steps
+            except training.UserError:
+                same = False
+            if same:
+                return ckpt, dict(json.loads(side.read_text()), reused=True)
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        path = Path(_quiet(mod.train, out=str(out), device=self.device, **kw))
+        wall = time.perf_counter() - t0
+        log = _log_seconds(out)
+        info = {"train_seconds": log[-1][1] if log else wall, "train_wall_seconds": wall, "steps": steps}
+        side.write_text(json.dumps(info))
+        return path, dict(info, reused=False)
+
+    def cache_samples(self, data: str, name: str, x: torch.Tensor) -> None:
+        (self.root / "samples").mkdir(exist_ok=True)
+        torch.save(x[:1000 if x.dim() == 2 else 36].float().clone(), self.root / "samples" / f"{data}__{name}.pt")
+
+    def cached_samples(self, data: str, name: str) -> torch.Tensor | None:
+        p = self.root / "samples" / f"{data}__{name}.pt"
+        return torch.load(p, weights_only=True) if p.exists() else None
+
+
+# ----------------------------------------------------------------------------------------------------- metrics
+class Reference:
+    """Real test data and its features for one data set (computed once)."""
+
+    def __init__(self, name: str, n: int):
+        ds = datasets.load(name, "test")
+        self.name, self.kind = name, ds.kind
+        self.x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+        self.feats = fid.features(self.x, "points" if self.kind == "points" else "mnist")
+        self.modes = datasets.MODES.get(name)
+        self.extractor = "raw coordinates" if self.kind == "points" else "fid.py MNIST features (128-d)"
+
+
+def score_samples(x: torch.Tensor, ref: Reference) -> dict:
+    """fid (Frechet distance on coordinates or MNIST features), kid, precision, recall; modes/hq; IS/classes."""
+    x = x.detach().float().cpu()
+    if not torch.isfinite(x).all():
+        return {"note": f"{int((~torch.isfinite(x)).sum())} non-finite sample values: no metrics"}
+    with contextlib.redirect_stderr(io.StringIO()), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        f = fid.features(x, "points" if ref.kind == "points" else "mnist")
+        out = {"fid": fid.fid(ref.feats, f), "kid": fid.kid(ref.feats, f, subsets=20)["mean"]}
+        out.update(fid.precision_recall(ref.feats, f, k=3))
+        if ref.modes is not None:
+            out.update(fid.mode_coverage(x, *ref.modes))
+        if ref.kind == "images":
+            probs = fid.classify(x)
+            out["is"] = fid.inception_score(probs, splits=min(10, len(x)))["mean"]
+            out["classes"] = int(probs.argmax(1).unique().numel())
+    return out
+
+
+def timed_sample(fam: Family, mod, model, n: int, setting: dict, seed: int) -> tuple[torch.Tensor, float, float]:
+    """(samples, NFE per sample counted through the network, ms per sample)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    with count_rows(fam.counted(model)) as box:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x = fam.sample(mod, model, n, setting, g)
+        ms = (time.perf_counter() - t0) * 1000 / n
+    return x.detach().float().cpu(), box["rows"] / n, ms
+
+
+# ----------------------------------------------------------------------------------------------------- suites
+METRICS = ("fid", "kid", "precision", "recall", "modes", "hq", "is", "classes", "nll_nats", "nll_bpd",
+           "nfe", "ms_per_sample", "train_seconds", "steps")
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """Mean over seeds of every metric, and <metric>_std (population std over seeds) where there are several."""
+    out = {}
+    for m in METRICS:
+        vals = [r[m] for r in per_seed if r.get(m) is not None and math.isfinite(r[m])]
+        if vals:
+            out[m] = float(np.mean(vals))
+            if len(per_seed) > 1:
+                out[m + "_std"] = float(np.std(vals))
+    return out
+
+
+def bench_family(fam: Family, data: str, ref: Reference, runs: Runs, cfg: dict, log) -> list[dict]:
+    """Train (or reuse) one family on one data set for every seed; one row per sampler setting."""
+    base = dict(suite=cfg["suite"], model=fam.name, data=data, budget_s=cfg["budget"], seeds=cfg["seeds"])
+    mod, why = import_family(fam)
+    if mod is None:
+        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=why)]
+    kind = ref.kind
+    if kind not in fam.kinds:
+        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status="not applicable")]
+    opts = fam.options(kind, cfg["quick"])
+    settings = fam.settings(kind, cfg["quick"])
+    try:
+        plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
+    except BaseException as e:  # noqa: BLE001 (a failing file must not stop the bench)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None,
+                     status=f"failed: probe run: {type(e).__name__}: {str(e)[:160]}")]
+    per = {s["sampler"]: [] for s in settings}
+    failures = []
+    for seed in range(cfg["seeds"]):
+        try:
+            ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], seed)
+            log(f"  {fam.name} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
+                f"({plan['steps']} steps, {info['train_seconds']:.1f}s)")
+            model = mod.load(str(ckpt))
+            likelihood = fam.nll(mod, ckpt, kind, cfg["quick"]) if fam.nll else None
+            for i, s in enumerate(settings):
+                x, nfe, ms = timed_sample(fam, mod, model, cfg["n"], s, seed)
+                r = dict(score_samples(x, ref), nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
+                         steps=plan["steps"], **(likelihood or {}))
+                per[s["sampler"]].append(r)
+                if seed == 0 and i == 0:
+                    runs.cache_samples(data, fam.name, x)
+        except BaseException as e:  # noqa: BLE001
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failures.append(f"seed {seed}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            log(f"  {fam.name} {data} seed {seed}: FAILED {failures[-1]}")
+    rows = []
+    for s in settings:
+        agg = aggregate(per[s["sampler"]])
+        ok = len(per[s["sampler"]])
+        status = "ok" if not failures else f"failed {len(failures)}/{cfg['seeds']} seeds: " + "; ".join(failures)
+        row = dict(base, sampler=s["sampler"], nfe=agg.pop("nfe", None), ms_per_sample=agg.pop("ms_per_sample", None),
+                   train_seconds=agg.pop("train_seconds", None), **agg, seeds_ok=ok, n_samples=cfg["n"],
+                   reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status=status if ok else
+                   "failed: " + "; ".join(failures))
+        rows.append(row)
+    return rows
+
+
+def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) -> list[dict]:
+    names = TOYS if suite == "toy" else ("mnist5k",)
+    rows = []
+    for data in names:
+        ref = Reference(data, cfg["n_real"])
+        for name in families:
+            log(f"{suite}: {name} on {data}")
+            rows += bench_family(FAMILIES[name], data, ref, runs, cfg, log)
+    return rows
+
+
+def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
+    """One DDPM (seed 0, the mnist suite's options and budget), sampled by every sampler at several step counts."""
+    fam = FAMILIES["ddpm"]
+    base = dict(suite="samplers", model="ddpm", data=data, budget_s=cfg["budget"], seeds=1)
+    mod, why = import_family(fam)
+    if mod is None:
+        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=why)]
+    ref = Reference(data, cfg["n_real"])
+    kind = ref.kind
+    opts = fam.options(kind, cfg["quick"])
+    plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
+    ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
+    log(f"samplers: ddpm {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
+    model = mod.load(str(ckpt))
+    settings = [("ddpm", 1000, 1.0)] + [("ddim", s, e) for e in (0.0, 1.0) for s in (10, 20, 50, 100)] + \
+               [("dpm++2m", s, 0.0) for s in (10, 15, 20)]
+    rows = []
+    for method, steps, eta in settings:
+        label = f"{method}-{steps}" + (f"-eta{eta:g}" if method == "ddim" else "")
+        s = dict(sampler=label, method=method, steps=steps, eta=eta)
+        x, nfe, ms = timed_sample(fam, mod, model, cfg["n_samplers"], s, 0)
+        r = dict(base, sampler=label, method=method, sampler_steps=steps, eta=eta, nfe=nfe, ms_per_sample=ms,
+                 train_seconds=info["train_seconds"], steps=plan["steps"], **score_samples(x, ref),
+                 n_samples=cfg["n_samplers"], reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status="ok")
+        log(f"  {label}: NFE {nfe:g}, {ms:.2f} ms/sample, FID {r.get('fid', float('nan')):.3f}")
+        rows.append(r)
+    return rows
+
+
+def guidance_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
+    """cfg.py's sweep on a class-conditional DDPM (seed 0, the same budget): one row per guidance scale."""
+    fam = FAMILIES["cfg"]
+    base = dict(suite="guidance", model="cfg", data=data, budget_s=cfg["budget"], seeds=1)
+    mod, why = import_family(fam)
+    if mod is None or not hasattr(mod, "sweep"):
+        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None,
+                     status=why or "not available (cfg.py has no sweep)")]
+    kind = datasets.load(data, "test").kind
+    opts = fam.options(kind, cfg["quick"])
+    plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
+    ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
+    log(f"guidance: cfg {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
+    steps, n = 20, cfg["n_guidance"]
+    res = _quiet(mod.sweep, ckpt=str(ckpt), scales="0,1,3" if cfg["quick"] else GUIDANCE_SCALES, n=n,
+                 sampler="dpm++2m", steps=steps, out=str(runs.root / "guidance" / data), device="cpu", seed=0)
+    rows = []
+    for r in res:
+        rows.append(dict(base, sampler=f"dpm++2m-{steps} s={r['s']:g}", guidance=r["s"], nfe=2.0 * steps,
+                         ms_per_sample=1000 * r["seconds"] / n, train_seconds=info["train_seconds"], steps=plan["steps"],
+                         fid=r["fid"], precision=r["precision"], recall=r["recall"], accuracy=r.get("accuracy"),
+                         **({"is": r["is"]} if "is" in r else {}), n_samples=n, status="ok",
+                         reference=f"{data}:test, cfg.py sweep (ms/sample includes feature extraction)"))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"Python {platform.python_version()}, {platform.system()}")
+
+
+def _fmt(v, spec=".3f", std=None):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    s = format(v, spec) if isinstance(v, float) else str(v)
+    if std is not None and std > 0:
+        s += " ± " + format(std, spec)
+    return s
+
+
+def _cols(r: dict, images: bool) -> list[str]:
+    g = r.get
+    nll = _fmt(g("nll_nats"), ".3f", g("nll_nats_std")) if g("nll_nats") is not None else \
+        (_fmt(g("nll_bpd"), ".3f", g("nll_bpd_std")) + " bpd" if g("nll_bpd") is not None else "-")
+    quality = ([_fmt(g("fid"), ".2f", g("fid_std")), _fmt(g("kid"), ".4f"), _fmt(g("is"), ".2f"),
+                _fmt(g("classes"), ".1f")] if images else
+               [_fmt(g("modes"), ".1f", g("modes_std")), _fmt(g("hq"), ".3f", g("hq_std")),
+                _fmt(g("fid"), ".3f", g("fid_std"))])
+    return [r["data"], r["model"], r["sampler"], *quality, _fmt(g("precision"), ".3f"), _fmt(g("recall"), ".3f"), nll,
+            _fmt(g("nfe"), ".0f"), _fmt(g("ms_per_sample"), ".3g"), _fmt(g("train_seconds"), ".1f"),
+            _fmt(g("steps"), ".0f"), r["status"] if r["status"] == "ok" else r["status"][:90]]
+
+
+def _header(images: bool) -> list[str]:
+    q = ["FID", "KID", "IS", "classes"] if images else ["modes", "hq", "Frechet dist."]
+    return ["data", "model", "sampler", *q, "precision", "recall", "NLL", "NFE", "ms/sample", "train s", "steps", "status"]
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    images = any(r["data"] not in TOYS for r in rows)
+    t = Table(title=title)
+    for h in _header(images):
+        t.add_column(h, justify="left" if h in ("data", "model", "sampler", "status") else "right")
+    for r in rows:
+        t.add_row(*_cols(r, images))
+    Console(width=200).print(t)
+
+
+def md_table(header: list[str], body: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                     ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body])
+
+
+# The lesson's table (relative tiers), and the measured column each claim is checked against.
+LESSON = {  # family: (quality, diversity, stability, likelihood, sampling speed)
+    "vae": ("low (blurry)", "high", "high", "good (bound)", "fast"),
+    "gan": ("high (sharp)", "low (mode collapse)", "low", "none", "fast"),
+    "flow": ("medium", "high", "high", "exact", "slowish"),
+    "ebm": ("medium", "medium", "low", "unnormalized", "slow"),
+    "score": ("high", "high", "high", "none", "slow"),
+    "ddpm": ("high", "high", "high", "good (bound)", "slow"),
+}
+TIER = {"low": 0, "none": 0, "slow": 0, "unnormalized": 0, "medium": 1, "slowish": 1, "high": 2, "good": 2,
+        "exact": 2, "fast": 2}
+
+
+def _tier(claim: str) -> int | None:
+    return TIER.get(claim.split(" ")[0])
+
+
+def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
+    """The lesson's table filled with measured numbers: for each family its best row per data set, each column
+    ranked among the families measured (top third = high, bottom third = low), compared with the lesson's tier."""
+    ok = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist") and r["model"] in LESSON]
+    notes, body = [], []
+    columns = [  # name, row -> measured value (higher is better), formatter
+        ("quality", lambda r: -r["fid"] if r.get("fid") is not None else None,
+         lambda r: (f"FID {r['fid']:.2f}" if r["data"] not in TOYS else f"FD {r['fid']:.3f}, hq {r.get('hq', 0):.2f}")),
+        ("diversity", lambda r: (r.get("modes", 0) / len(datasets.MODES[r["data"]][0]) + r.get("recall", 0))
+         if r["data"] in TOYS else r.get("recall"),
+         lambda r: (f"modes {r.get('modes', 0):.1f}/{len(datasets.MODES[r['data']][0])}, recall {r.get('recall', 0):.2f}"
+                    if r["data"] in TOYS else f"recall {r.get('recall', 0):.2f}")),
+        ("stability", lambda r: -(r.get("fid_std", 0) / max(r["fid"], 1e-9)) if r.get("fid_std") is not None else None,
+         lambda r: f"FD/FID spread {100 * r.get('fid_std', 0) / max(r['fid'], 1e-9):.0f}% over {r['seeds']} seeds"),
+        ("likelihood", lambda r: (-r["nll_nats"] if r.get("nll_nats") is not None else
+                                  -r["nll_bpd"] if r.get("nll_bpd") is not None else None),
+         lambda r: (f"{r['nll_nats']:.2f} nats" if r.get("nll_nats") is not None else f"{r['nll_bpd']:.2f} bpd")),
+        ("sampling speed", lambda r: -r["ms_per_sample"] if r.get("ms_per_sample") is not None else None,
+         lambda r: f"{r['ms_per_sample']:.3f} ms, NFE {r['nfe']:.0f}"),
+    ]
+    for data in sorted({r["data"] for r in ok}, key=lambda d: (d not in TOYS, d)):
+        best = {}
+        for r in ok:
+            if r["data"] == data and r.get("fid") is not None:
+                if r["model"] not in best or r["fid"] < best[r["model"]]["fid"]:
+                    best[r["model"]] = r
+        fams = [f for f in LESSON if f in best]
+        cells = {f: [] for f in fams}
+        for ci, (name, value, fmt) in enumerate(columns):
+            vals = {f: value(best[f]) for f in fams}
+            have = [f for f in fams if vals[f] is not None]
+            ranked = sorted(have, key=lambda f: -vals[f])
+            for f in fams:
+                claim = LESSON[f][ci]
+                if vals[f] is None:
+                    cells[f].append(f"lesson: {claim}; measured: none")
+                    continue
+                rank = ranked.index(f)
+                k = len(ranked)
+                tier = 2 if rank < k / 3 else 0 if rank >= 2 * k / 3 else 1
+                want = _tier(claim)
+                verdict = "" if want is None or k < 3 else "agrees" if tier == want else \
+                    "CONTRADICTS" if abs(tier - want) == 2 else "partly"
+                cells[f].append(f"lesson: {claim}; measured: {fmt(best[f])} (rank {rank + 1}/{k}) {verdict}".strip())
+                if verdict == "CONTRADICTS":
+                    notes.append(f"{data}: {f} {name}: the lesson says {claim}, but it ranks {rank + 1} of {k} "
+                                 f"({fmt(best[f])}).")
+        for f in fams:
+            body.append([data, f"{f} ({best[f]['sampler']})", *cells[f]])
+    header = ["data", "family (sampler)", "quality", "diversity", "stability (seed spread)", "likelihood",
+              "sampling speed"]
+    return md_table(header, body), notes
+
+
+def write_markdown(rows: list[dict], out: Path, meta: dict) -> None:
+    parts = ["# bench.py results", "",
+             f"Produced by `{meta['command']}` on {meta['machine']}; {meta['when']}; wall time {meta['wall_s']:.0f} s. "
+             f"{meta['load_note']}",
+             "", "Each model is trained for the same wall-clock budget of training loop (steps = budget / measured "
+             "seconds per step); `train s` is the loop time actually spent. Numbers are the mean (± the standard "
+             "deviation over seeds, the measured training stability). NFE = network calls per sample, counted "
+             "through the network while sampling (EBM: energy gradients, i.e. forward + backward). NLL: nats per "
+             "point on the toys (flow exact, VAE IWAE bound, DDPM variational bound, EBM grid integration of exp(-E)); "
+             "bits/dim on images (flow exact with uniform dequantization, VAE IWAE with the discretized-logistic "
+             "decoder, DDPM variational bound with the discretized decoder)."]
+    for suite in SUITES:
+        srows = [r for r in rows if r["suite"] == suite]
+        if not srows:
+            continue
+        for data in sorted({r["data"] for r in srows}, key=lambda d: (d not in TOYS, d)):
+            d_rows = [r for r in srows if r["data"] == data]
+            images = data not in TOYS
+            parts += ["", f"## {suite}: {data}", "",
+                      f"Budget {d_rows[0]['budget_s']:g} s per model, {d_rows[0]['seeds']} seed(s), "
+                      f"{d_rows[0].get('n_samples', '-')} samples against {d_rows[0].get('reference', '-')}.", ""]
+            if suite == "samplers":
+                parts.append(samplers_markdown(d_rows))
+            else:
+                parts.append(md_table(_header(images), [_cols(r, images) for r in d_rows]))
+    table, notes = tradeoff(rows)
+    if table.count("\n") > 1:
+        parts += ["", "## The lesson's trade-off table, measured", "",
+                  "Each cell: the lesson's claim, the measured number, its rank among the families measured on that "
+                  "data set (best first; tiers: top third high, bottom third low) and whether they agree. Quality: "
+                  "Frechet distance (FD, raw coordinates) or FID; diversity: modes covered + recall (toys) or recall; "
+                  "stability: spread of FD/FID over seeds relative to its mean; likelihood: test NLL; speed: ms per "
+                  "sample on this CPU.", "", table, ""]
+        parts += ["### Where the measurement contradicts the lesson", ""]
+        parts += [f"- {n}" for n in notes] or ["- nothing ranked opposite to the lesson's tier in this run."]
+    parts += ["", "Rows whose status is not `ok` name why (a family whose file is missing or fails to import is "
+              "`not available`)."]
+    (out / "results.md").write_text("\n".join(parts) + "\n")
+
+
+def samplers_markdown(rows: list[dict]) -> str:
+    ok = [r for r in rows if r["status"] == "ok" and r.get("fid") is not None]
+    base = next((r for r in ok if r["sampler"] == "ddpm-1000"), None)
+    if base is None:
+        return md_table(["sampler", "status"], [[r["sampler"], r["status"]] for r in rows])
+    body = []
+    for r in ok:
+        speed = base["ms_per_sample"] / r["ms_per_sample"]
+        drop = r["fid"] - base["fid"]
+        body.append([r["method"].upper() if r["method"] != "dpm++2m" else "DPM-Solver++(2M)",
+                     str(r["sampler_steps"]) + (f" (eta {r['eta']:g})" if r["method"] == "ddim" else ""),
+                     f"{speed:.1f}x (NFE {r['nfe']:.0f})", f"{r['fid']:.2f} ({drop:+.2f}, {100 * drop / base['fid']:+.0f}%)",
+                     f"{r['kid']:.4f}", f"{r['precision']:.3f} / {r['recall']:.3f}", f"{r['ms_per_sample']:.2f}"])
+    return md_table(["Method", "Steps", "Relative speed (measured)", "FID (quality drop vs DDPM 1000)", "KID",
+                     "precision / recall", "ms/sample"], body)
+
+
+def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({(r["data"], r["model"]) for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist")})
+    data_names = sorted({d for d, _ in pairs}, key=lambda d: (d not in TOYS, d))
+    models = [m for m in FAMILIES if any(p[1] == m for p in pairs)]
+    if data_names and models:
+        fig, axes = plt.subplots(len(data_names), len(models), figsize=(1.8 * len(models), 1.9 * len(data_names)),
+                                 dpi=70, squeeze=False)
+        for i, d in enumerate(data_names):
+            ref = datasets.load(d, "test").x[:1000] if d in TOYS else None
+            for j, m in enumerate(models):
+                ax = axes[i][j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                x = runs.cached_samples(d, m) if (d, m) in pairs else None
+                if j == 0:
+                    ax.set_ylabel(d, fontsize=8)
+                if i == 0:
+                    ax.set_title(m, fontsize=9)
+                if x is None:
+                    ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                    continue
+                if x.dim() == 2:
+                    ax.scatter(ref[:, 0], ref[:, 1], s=0.5, c="0.8")
+                    ax.scatter(x[:, 0], x[:, 1], s=0.5, c="tab:blue", alpha=0.6)
+                    lim = 5.5 if d == "grid25" else 1.6
+                    ax.set_xlim(-lim, lim)
+                    ax.set_ylim(-lim, lim)
+                    ax.set_aspect("equal")
+                else:
+                    ax.imshow(datasets.image_grid(x.clamp(-1, 1), 6)[..., 0], cmap="gray")
+        fig.tight_layout()
+        fig.savefig(out / "samples.png")
+        plt.close(fig)
+    srows = [r for r in rows if r["suite"] == "samplers" and r["status"] == "ok" and r.get("fid") is not None]
+    if srows:
+        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
+        for label, sel, style in (("DDIM eta 0", lambda r: r["method"] == "ddim" and r["eta"] == 0, "o-"),
+                                  ("DDIM eta 1", lambda r: r["method"] == "ddim" and r["eta"] == 1, "s-"),
+                                  ("DPM-Solver++(2M)", lambda r: r["method"] == "dpm++2m", "^-"),
+                                  ("DDPM (ancestral)", lambda r: r["method"] == "ddpm", "k*")):
+            pts = sorted((r["nfe"], r["fid"]) for r in srows if sel(r))
+            if pts:
+                ax.plot(*zip(*pts), style, label=label, ms=5)
+        ax.set_xscale("log")
+        ax.set_xlabel("network calls per sample (NFE)")
+        ax.set_ylabel(f"FID ({srows[0]['data']}, fid.py features)")
+        ax.set_title(f"DDPM samplers: quality against NFE (n = {srows[0]['n_samples']})", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "fid_vs_nfe.png")
+        plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------- command
+app = training.App(help="Train every generative model on the same data and budget; measure the lesson's trade-offs.",
+                   no_args_is_help=False)
+
+
+def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int = 0, out: str = "bench",
+        runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
+        samplers_data: str = "mnist5k", verbose: bool = True) -> list[dict]:
+    """The Python entry: run one suite (or all), merge its rows into <out>/results.json, write the report."""
+    training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
+    training.check(budget >= 0 and seeds >= 0 and samples >= 0 and threads >= 0,
+                   "--budget, --seeds, --samples and --threads must be >= 0")
+    names = [f.strip() for f in families.split(",") if f.strip()] or list(FAMILIES)
+    unknown = [f for f in names if f not in FAMILIES]
+    training.check(not unknown, f"unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)}, cfg")
+    training.check(samplers_data in datasets.DATASETS, f"unknown --samplers-data {samplers_data!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    os.environ.setdefault("GENMODELS_QUIET", "1")  # no progress bars from the trainers
+    t_start = time.time()
+    load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    r = Runs(Path(runs), device, quick)
+
+    def log(msg):
+        if verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    new_rows = []
+    for s in (SUITES if suite == "all" else (suite,)):
+        cfg = dict(suite=s, quick=quick, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
+                   seeds=seeds or (1 if quick or s != "toy" else 3),
+                   n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 500),
+                   n_real=500 if quick else 5000 if s == "toy" else 1000,
+                   n_samplers=samples or (32 if quick else 250), n_guidance=samples or (40 if quick else 500))
+        if s in ("toy", "mnist"):
+            rows = suite_models(s, cfg, r, names, log)
+        elif s == "samplers":
+            rows = samplers_rows(cfg, r, samplers_data, log)
+        else:
+            rows = guidance_rows(cfg, r, samplers_data, log)
+        if verbose:
+            print_table(rows, f"bench --suite {s}" + (" --quick" if quick else ""))
+        new_rows += rows
+    # merge: replace the rows of the suites just run, keep the others
+    path = out_dir / "results.json"
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {row["suite"] for row in new_rows}
+    rows = [row for row in old if row.get("suite") not in done] + new_rows
+    rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows]
+    path.write_text(json.dumps(rows, indent=1))
+    cmd = "python bench.py " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bench.py" else \
+        f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
+    meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                wall_s=time.time() - t_start,
+                load_note=f"1-minute load average at the start: {load_1m:.1f} on {os.cpu_count()} cores" +
+                (" (other jobs shared the CPU: timings are inflated)." if load_1m > 1.5 else "."))
+    write_markdown(rows, out_dir, meta)
+    write_figures(rows, out_dir, r)
+    log(f"wrote {path}, {out_dir / 'results.md'}, {out_dir / 'samples.png'}" +
+        (f", {out_dir / 'fid_vs_nfe.png'}" if any(x["suite"] == "samplers" for x in rows) else "") +
+        f" in {time.time() - t_start:.0f} s")
+    return rows
+
+
+@app.command()
+def main(
+    suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | all")] = "toy",
+    quick: Annotated[bool, typer.Option(help="tiny budgets, 1 seed, few samples (< 3 min on 2 CPU cores)")] = False,
+    budget: Annotated[float, typer.Option(help="seconds of training loop per model (0 = the suite's default: "
+                                               "toy 15, mnist 120; quick 1 / 3)")] = 0.0,
+    seeds: Annotated[int, typer.Option(help="seeds per model (0 = 3 on toy, 1 elsewhere and with --quick)")] = 0,
+    out: Annotated[str, typer.Option(help="folder for results.json, results.md, samples.png, fid_vs_nfe.png")] = "bench",
+    runs: Annotated[str, typer.Option(help="folder for checkpoints (reused when their config matches) and the plan")]
+    = "runs/bench",
+    families: Annotated[str, typer.Option(help="comma-separated subset of vae,gan,flow,ebm,score,ddpm,cfg (default all)")]
+    = "",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
+    samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 500 on mnist5k, 250 for samplers)")]
+    = 0,
+    samplers_data: Annotated[str, typer.Option(help="data set of the samplers and guidance suites")] = "mnist5k",
+) -> None:
+    """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
+    run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,121 @@
+"""bench.py: the quick toy suite end to end (fields and sane values of every row, counted NFE, checkpoint reuse with
+identical numbers), a missing / broken family reported instead of crashing, and bad input."""
+import json
+import math
+import sys
+import time
+
+import pytest
+
+import bench
+import data as datasets
+from conftest import assert_one_line_error, run_cli
+
+REQUIRED = ("model", "data", "sampler", "nfe", "ms_per_sample", "train_seconds", "status")
+DETERMINISTIC = ("fid", "kid", "precision", "recall", "modes", "hq", "nll_nats", "nfe", "steps", "train_seconds")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Two runs of `python bench.py --quick --suite toy`: the first trains, the second must reuse everything."""
+    tmp = tmp_path_factory.mktemp("bench")
+    args = ["bench.py", "--quick", "--suite", "toy", "--out", tmp / "out", "--runs", tmp / "runs", "--threads", "1"]
+    t0 = time.time()
+    first = run_cli(*args, timeout=600)
+    t1 = time.time()
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows1 = json.loads((tmp / "out" / "results.json").read_text())
+    second = run_cli(*args, timeout=600)
+    t2 = time.time()
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows2 = json.loads((tmp / "out" / "results.json").read_text())
+    return dict(tmp=tmp, first=first, second=second, rows1=rows1, rows2=rows2, t_first=t1 - t0, t_second=t2 - t1)
+
+
+def test_rows_have_documented_fields_and_sane_values(quick):
+    rows = quick["rows1"]
+    assert {(r["model"], r["data"]) for r in rows} >= {(m, d) for m in bench.FAMILIES for d in bench.TOYS}
+    for r in rows:
+        for k in REQUIRED:
+            assert k in r, (k, r)
+        if r["status"] != "ok":
+            assert r["status"].startswith(("not available", "failed", "not applicable")), r
+            continue
+        K = len(datasets.MODES[r["data"]][0])
+        assert 0 <= r["modes"] <= K and 0 <= r["hq"] <= 1, r
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1, r
+        assert r["fid"] >= 0 and math.isfinite(r["fid"]), r
+        assert r["nfe"] >= 1 and r["ms_per_sample"] > 0 and r["train_seconds"] > 0, r
+        assert r["steps"] >= 10 and r["seeds_ok"] == 1 and r["n_samples"] == 500, r
+        assert r["train_seconds"] < 30 * r["budget_s"], r  # the chosen step count fits the (1 s) budget
+        if r["model"] in ("flow", "vae", "ddpm", "ebm"):  # the families with a likelihood report it in nats
+            assert math.isfinite(r["nll_nats"]), r
+        else:
+            assert r.get("nll_nats") is None, r
+
+
+def test_nfe_is_counted_per_sample(quick):
+    """NFE is counted through the network while sampling: it must match each sampler's definition."""
+    ok = {(r["model"], r["data"], r["sampler"]): r["nfe"] for r in quick["rows1"] if r["status"] == "ok"}
+    expected = {"vae": {"decoder": 1}, "gan": {"G(z)": 1}, "flow": {"f^-1(z)": 1}, "ebm": {"langevin-20": 20},
+                "score": {"ald-20": 21}, "ddpm": {"ddpm-100": 100, "dpm++2m-20": 20},
+                "cfg": {"dpm++2m-20 s=1": 40, "dpm++2m-20 s=3": 40}}  # score: + 1 Tweedie step; cfg: doubled batch
+    checked = 0
+    for (model, data, sampler), nfe in ok.items():
+        if sampler in expected.get(model, {}):
+            assert nfe == expected[model][sampler], (model, data, sampler, nfe)
+            checked += 1
+    assert checked >= 4
+
+
+def test_second_run_reuses_checkpoints_with_the_same_numbers(quick):
+    assert "trained" in quick["first"].stderr
+    assert " trained " not in quick["second"].stderr and "reused" in quick["second"].stderr
+    assert quick["t_second"] < quick["t_first"]
+    key = lambda r: (r["model"], r["data"], r["sampler"])  # noqa: E731
+    second = {key(r): r for r in quick["rows2"]}
+    for r in quick["rows1"]:
+        s = second[key(r)]
+        assert s["status"] == r["status"]
+        for m in DETERMINISTIC:
+            assert s.get(m) == r.get(m), (key(r), m, r.get(m), s.get(m))
+
+
+def test_report_files(quick):
+    out = quick["tmp"] / "out"
+    md = (out / "results.md").read_text()
+    assert "trade-off table, measured" in md and "grid25" in md and "ring8" in md
+    assert "python bench.py --quick --suite toy" in md  # the command that produced it
+    assert (out / "samples.png").stat().st_size > 1000
+    assert "┃" in quick["first"].stdout  # the rich table
+
+
+def _fake(tmp_path, monkeypatch, name, source):
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    fam = bench.Family(name, name, lambda k, q: {}, lambda k, q: [dict(sampler="x")], lambda *a: None, lambda m: m)
+    monkeypatch.setitem(bench.FAMILIES, name, fam)
+
+
+def test_missing_or_broken_family_is_reported_not_crashed(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.FAMILIES, "nosuch", bench.Family("nosuch", "genmodels_no_such_file", lambda k, q: {},
+                                                               lambda k, q: [], lambda *a: None, lambda m: m))
+    _fake(tmp_path, monkeypatch, "genmodels_broken", "raise ImportError('half written')\n")
+    _fake(tmp_path, monkeypatch, "genmodels_failing",
+          "def train(**kw):\n    raise RuntimeError('diverged')\n\ndef load(path):\n    return None\n")
+    rows = bench.run("toy", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), seeds=1,
+                     families="nosuch,genmodels_broken,genmodels_failing", verbose=False)
+    status = {(r["model"], r["data"]): r["status"] for r in rows}
+    for d in bench.TOYS:
+        assert status[("nosuch", d)].startswith("not available") and "ModuleNotFoundError" in status[("nosuch", d)]
+        assert status[("genmodels_broken", d)].startswith("not available") and "half written" in status[("genmodels_broken", d)]
+        assert status[("genmodels_failing", d)].startswith("failed") and "diverged" in status[("genmodels_failing", d)]
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(written) == len(rows) == 6 and all(r["nfe"] is None for r in written)
+
+
+@pytest.mark.parametrize("args", [["--suite", "nope"], ["--budget", "-1"], ["--families", "vae,nosuch"],
+                                  ["--seeds", "x"]])
+def test_bad_input_is_one_line(args, tmp_path):
+    assert_one_line_error(run_cli("bench.py", *args, "--out", tmp_path / "o", "--runs", tmp_path / "r"))
