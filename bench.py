@@ -143,7 +143,7 @@ def _ddpm_settings(kind, quick):
     if kind == "points":
         T = 100 if quick else 1000  # quick: fewer ancestral steps
         return [dict(sampler=f"ddpm-{T}", method="ddpm", steps=T), dict(sampler="dpm++2m-20", method="dpm++2m", steps=20)]
-    return [dict(sampler="dpm++2m-20", method="dpm++2m", steps=10 if quick else 20)]
+    return [dict(sampler=f"dpm++2m-{10 if quick else 20}", method="dpm++2m", steps=10 if quick else 20)]
 
 
 def _ddpm_options(kind, quick):
@@ -381,6 +381,8 @@ def score_samples(x: torch.Tensor, ref: Reference) -> dict:
     x = x.detach().float().cpu()
     if not torch.isfinite(x).all():
         return {"note": f"{int((~torch.isfinite(x)).sum())} non-finite sample values: no metrics"}
+    if ref.kind == "images":  # the data range; a sampler may overshoot it (score.py's Langevin chains do)
+        x = x.clamp(-1, 1)
     with contextlib.redirect_stderr(io.StringIO()), __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("ignore")
         f = fid.features(x, "points" if ref.kind == "points" else "mnist")
@@ -489,6 +491,8 @@ def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) ->
 def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     """One DDPM (seed 0, the mnist suite's options and budget), sampled by every sampler at several step counts."""
     fam = FAMILIES["ddpm"]
+    cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
+        "toy" if data in TOYS else "mnist"])  # the toy / mnist suite's budget, so that its checkpoint is reused
     base = dict(suite="samplers", model="ddpm", data=data, budget_s=cfg["budget"], seeds=1)
     mod, why = import_family(fam)
     if mod is None:
@@ -515,9 +519,23 @@ def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     return rows
 
 
+def guarded(fn, cfg: dict, runs: Runs, data: str, log) -> list[dict]:
+    """A suite that fails (a model file changed under it, a diverged run) gives one 'failed' row, never a crash."""
+    try:
+        return fn(cfg, runs, data, log)
+    except Exception as e:  # noqa: BLE001
+        msg = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        log(f"  {cfg['suite']} {data}: {msg}")
+        return [dict(suite=cfg["suite"], model="ddpm" if cfg["suite"] == "samplers" else "cfg", data=data,
+                     sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, budget_s=cfg["budget"], seeds=1,
+                     status=msg)]
+
+
 def guidance_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     """cfg.py's sweep on a class-conditional DDPM (seed 0, the same budget): one row per guidance scale."""
     fam = FAMILIES["cfg"]
+    cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
+        "toy" if data in TOYS else "mnist"])  # the toy / mnist suite's budget, so that its checkpoint is reused
     base = dict(suite="guidance", model="cfg", data=data, budget_s=cfg["budget"], seeds=1)
     mod, why = import_family(fam)
     if mod is None or not hasattr(mod, "sweep"):
@@ -671,11 +689,15 @@ def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
     return md_table(header, body), notes
 
 
-def write_markdown(rows: list[dict], out: Path, meta: dict) -> None:
-    parts = ["# bench.py results", "",
-             f"Produced by `{meta['command']}` on {meta['machine']}; {meta['when']}; wall time {meta['wall_s']:.0f} s. "
-             f"{meta['load_note']}",
-             "", "Each model is trained for the same wall-clock budget of training loop (steps = budget / measured "
+def write_markdown(rows: list[dict], out: Path) -> None:
+    runs_seen = []
+    for r in rows:
+        if r.get("run") and r["run"] not in runs_seen:
+            runs_seen.append(r["run"])
+    parts = ["# bench.py results", "", "Produced by (one line per command whose rows are below):", ""]
+    parts += [f"- `{m['command']}` on {m['machine']}; started {m['when']}, wall time {m['wall_s']} s; {m['load']}."
+              for m in runs_seen]
+    parts += ["", "Each model is trained for the same wall-clock budget of training loop (steps = budget / measured "
              "seconds per step); `train s` is the loop time actually spent. Numbers are the mean (± the standard "
              "deviation over seeds, the measured training stability). NFE = network calls per sample, counted "
              "through the network while sampling (EBM: energy gradients, i.e. forward + backward). NLL: nats per "
@@ -767,21 +789,24 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
         fig.savefig(out / "samples.png")
         plt.close(fig)
     srows = [r for r in rows if r["suite"] == "samplers" and r["status"] == "ok" and r.get("fid") is not None]
+    sdata = sorted({r["data"] for r in srows}, key=lambda d: (d not in TOYS, d))
     if srows:
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=80)
-        for label, sel, style in (("DDIM eta 0", lambda r: r["method"] == "ddim" and r["eta"] == 0, "o-"),
-                                  ("DDIM eta 1", lambda r: r["method"] == "ddim" and r["eta"] == 1, "s-"),
-                                  ("DPM-Solver++(2M)", lambda r: r["method"] == "dpm++2m", "^-"),
-                                  ("DDPM (ancestral)", lambda r: r["method"] == "ddpm", "k*")):
-            pts = sorted((r["nfe"], r["fid"]) for r in srows if sel(r))
-            if pts:
-                ax.plot(*zip(*pts), style, label=label, ms=5)
-        ax.set_xscale("log")
-        ax.set_xlabel("network calls per sample (NFE)")
-        ax.set_ylabel(f"FID ({srows[0]['data']}, fid.py features)")
-        ax.set_title(f"DDPM samplers: quality against NFE (n = {srows[0]['n_samples']})", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        fig, axes = plt.subplots(1, len(sdata), figsize=(5 * len(sdata), 3.6), dpi=80, squeeze=False)
+        for ax, d in zip(axes[0], sdata):
+            rd = [r for r in srows if r["data"] == d]
+            for label, sel, style in (("DDIM eta 0", lambda r: r["method"] == "ddim" and r["eta"] == 0, "o-"),
+                                      ("DDIM eta 1", lambda r: r["method"] == "ddim" and r["eta"] == 1, "s-"),
+                                      ("DPM-Solver++(2M)", lambda r: r["method"] == "dpm++2m", "^-"),
+                                      ("DDPM ancestral", lambda r: r["method"] == "ddpm", "k*")):
+                pts = sorted((r["nfe"], r["fid"]) for r in rd if sel(r))
+                if pts:
+                    ax.plot(*zip(*pts), style, label=label, ms=5)
+            ax.set_xscale("log")
+            ax.set_xlabel("network calls per sample (NFE)")
+            ax.set_ylabel("FID (fid.py MNIST features)" if d not in TOYS else "Frechet distance (coordinates)")
+            ax.set_title(f"DDPM samplers on {d}: quality against NFE (n = {rd[0]['n_samples']})", fontsize=9)
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / "fid_vs_nfe.png")
         plt.close(fig)
@@ -802,7 +827,8 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     names = [f.strip() for f in families.split(",") if f.strip()] or list(FAMILIES)
     unknown = [f for f in names if f not in FAMILIES]
     training.check(not unknown, f"unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)}, cfg")
-    training.check(samplers_data in datasets.DATASETS, f"unknown --samplers-data {samplers_data!r}")
+    training.check(all(d.strip() in datasets.DATASETS for d in samplers_data.split(",")),
+                   f"unknown --samplers-data {samplers_data!r}; use data set names, comma-separated")
     if threads:
         torch.set_num_threads(threads)
     os.environ.setdefault("GENMODELS_QUIET", "1")  # no progress bars from the trainers
@@ -818,20 +844,27 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
 
     new_rows = []
     for s in (SUITES if suite == "all" else (suite,)):
-        cfg = dict(suite=s, quick=quick, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
+        cfg = dict(suite=s, quick=quick, budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
                    seeds=seeds or (1 if quick or s != "toy" else 3),
                    n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 500),
                    n_real=500 if quick else 5000 if s == "toy" else 1000,
                    n_samplers=samples or (32 if quick else 250), n_guidance=samples or (40 if quick else 500))
         if s in ("toy", "mnist"):
             rows = suite_models(s, cfg, r, names, log)
-        elif s == "samplers":
-            rows = samplers_rows(cfg, r, samplers_data, log)
         else:
-            rows = guidance_rows(cfg, r, samplers_data, log)
+            rows = [row for d in samplers_data.split(",")
+                    for row in guarded(samplers_rows if s == "samplers" else guidance_rows, cfg, r, d.strip(), log)]
         if verbose:
             print_table(rows, f"bench --suite {s}" + (" --quick" if quick else ""))
         new_rows += rows
+    cmd = "python bench.py " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bench.py" else \
+        f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
+    load_note = f"load average {load_1m:.1f} on {os.cpu_count()} cores at the start" + \
+        (" (other jobs shared the CPU: timings inflated)" if load_1m > 1.5 else "")
+    meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
+                wall_s=round(time.time() - t_start), load=load_note)
+    for row in new_rows:
+        row["run"] = meta
     # merge: replace the rows of the suites just run, keep the others
     path = out_dir / "results.json"
     old = json.loads(path.read_text()) if path.exists() else []
@@ -839,13 +872,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     rows = [row for row in old if row.get("suite") not in done] + new_rows
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows]
     path.write_text(json.dumps(rows, indent=1))
-    cmd = "python bench.py " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bench.py" else \
-        f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
-    meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                wall_s=time.time() - t_start,
-                load_note=f"1-minute load average at the start: {load_1m:.1f} on {os.cpu_count()} cores" +
-                (" (other jobs shared the CPU: timings are inflated)." if load_1m > 1.5 else "."))
-    write_markdown(rows, out_dir, meta)
+    write_markdown(rows, out_dir)
     write_figures(rows, out_dir, r)
     log(f"wrote {path}, {out_dir / 'results.md'}, {out_dir / 'samples.png'}" +
         (f", {out_dir / 'fid_vs_nfe.png'}" if any(x["suite"] == "samplers" for x in rows) else "") +
@@ -869,7 +896,8 @@ def main(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
     samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 500 on mnist5k, 250 for samplers)")]
     = 0,
-    samplers_data: Annotated[str, typer.Option(help="data set of the samplers and guidance suites")] = "mnist5k",
+    samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers and guidance suites, comma-separated")]
+    = "mnist5k",
 ) -> None:
     """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
     run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data)
