@@ -324,7 +324,7 @@ def sweep(
         print("  ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
     folder = Path(out or Path(ckpt).parent)
     folder.mkdir(parents=True, exist_ok=True)
-    prov = fid.provenance(len(real), len(y), f"{data}:test", fid.extractor_name(x, "mnist" if images else "points"))
+    prov = fid.provenance(len(real), len(y), f"{data}:test", "mnist" if images else "points")
     prov.update(sampler=sampler, steps=steps, network_calls=2 * steps, ckpt=str(ckpt),
                 accuracy="fid.py MNIST classifier" if images else "10-NN label of the train points")
     (folder / "sweep.json").write_text(json.dumps({"provenance": prov, "rows": rows}, indent=1))
@@ -355,6 +355,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
             ax.plot(s, [r[k] for r in rows], "o-", label=k)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("guidance scale s = 1 + w")
+        if keys[0] in ("precision", "accuracy"):
+            ax.set_ylim(-0.02, 1.02)  # fractions
         if len(keys) > 1:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
