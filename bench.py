@@ -30,7 +30,7 @@ not import is reported as "not available"; one whose training or sampling fails 
 Commands:
     python bench.py                                  # toy suite, 3 seeds, 15 s per model (~15 min on 2 CPU cores)
     python bench.py --quick                          # tiny budgets, 1 seed, few samples (< 3 min; the tests run it)
-    python bench.py --suite mnist --budget 120       # mnist5k, 2 minutes of training per model
+    python bench.py --suite mnist                    # mnist5k, 60 s of training per model
     python bench.py --suite samplers                 # DDPM samplers: quality against NFE
     python bench.py --suite all
 Outputs (--out, default bench/): results.json (one row per model x data x sampler setting), results.md (tables and
@@ -64,7 +64,7 @@ import training
 ROOT = Path(__file__).resolve().parent
 TOYS = ("grid25", "ring8")
 SUITES = ("toy", "mnist", "samplers", "guidance")
-BUDGET = {"toy": 15.0, "mnist": 120.0, "samplers": 120.0, "guidance": 120.0}  # seconds of training per model
+BUDGET = {"toy": 15.0, "mnist": 60.0, "samplers": 60.0, "guidance": 60.0}  # seconds of training per model
 QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0, "samplers": 3.0, "guidance": 3.0}
 
 
@@ -134,8 +134,8 @@ def _ddpm_sample(mod, model, n, s, g):
 
 
 def _ddpm_nll(mod, ckpt, kind, quick):
-    value = _quiet(mod.nll, ckpt=str(ckpt), split="test", n=200 if quick else 1000 if kind == "points" else 200,
-                   n_t=50 if quick else 0 if kind == "points" else 100, device="cpu", seed=0)
+    value = _quiet(mod.nll, ckpt=str(ckpt), split="test", n=200 if quick else 1000 if kind == "points" else 100,
+                   n_t=50 if quick else 0 if kind == "points" else 50, device="cpu", seed=0)
     return {"nll_nats" if kind == "points" else "nll_bpd": float(value)}
 
 
@@ -257,10 +257,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            if q else {}, lambda k, q: [dict(sampler="f^-1(z)")], _flow_sample, lambda m: (m, "inverse"), _flow_nll,
            lesson="exact likelihood, slowish"),
     Family("ebm", "ebm", _ebm_options,
-           lambda k, q: [dict(sampler=f"langevin-{s}", steps=s) for s in ([20] if q else [500] if k == "points" else [200])],
+           lambda k, q: [dict(sampler=f"langevin-{s}", steps=s) for s in ([20] if q else [500] if k == "points" else [100])],
            _batched(_ebm_sample, 500), lambda m: m, _ebm_nll, lesson="slow sampling"),
     Family("score", "score", _score_options,
-           lambda k, q: [dict(sampler=f"ald-{10 * s}", steps_per_level=s) for s in ([2] if q else [100] if k == "points" else [20])],
+           lambda k, q: [dict(sampler=f"ald-{10 * s}", steps_per_level=s) for s in ([2] if q else [100] if k == "points" else [5])],
            _batched(_score_sample, 500), lambda m: m, lesson="high quality, slow sampling (no likelihood)"),
     Family("ddpm", "ddpm", _ddpm_options, _ddpm_settings, _batched(_ddpm_sample, 1000), lambda m: m.net, _ddpm_nll,
            lesson="high quality, slow sampling"),
@@ -268,7 +268,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            lambda k, q: [dict(sampler=f"dpm++2m-20 s={g:g}", guidance=g, steps=20) for g in (1.0, 3.0)],
            _batched(_cfg_sample, 500), lambda m: m.net, lesson="guidance trades diversity for quality"),
 ]}
-GUIDANCE_SCALES = "0,1,1.5,2,3,5"
+GUIDANCE_SCALES = "0,1,2,3,5"
 
 
 def import_family(fam: Family):
@@ -497,8 +497,9 @@ def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     mod, why = import_family(fam)
     if mod is None:
         return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=why)]
-    ref = Reference(data, cfg["n_real"])
+    ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
     kind = ref.kind
+    n = cfg["samples"] or (32 if cfg["quick"] else 2500 if kind == "points" else 100)
     opts = fam.options(kind, cfg["quick"])
     plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
     ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
@@ -510,10 +511,10 @@ def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     for method, steps, eta in settings:
         label = f"{method}-{steps}" + (f"-eta{eta:g}" if method == "ddim" else "")
         s = dict(sampler=label, method=method, steps=steps, eta=eta)
-        x, nfe, ms = timed_sample(fam, mod, model, cfg["n_samplers"], s, 0)
+        x, nfe, ms = timed_sample(fam, mod, model, n, s, 0)
         r = dict(base, sampler=label, method=method, sampler_steps=steps, eta=eta, nfe=nfe, ms_per_sample=ms,
                  train_seconds=info["train_seconds"], steps=plan["steps"], **score_samples(x, ref),
-                 n_samples=cfg["n_samplers"], reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status="ok")
+                 n_samples=n, reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status="ok")
         log(f"  {label}: NFE {nfe:g}, {ms:.2f} ms/sample, FID {r.get('fid', float('nan')):.3f}")
         rows.append(r)
     return rows
@@ -546,7 +547,7 @@ def guidance_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
     plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
     ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
     log(f"guidance: cfg {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
-    steps, n = 20, cfg["n_guidance"]
+    steps, n = 20, cfg["samples"] or (40 if cfg["quick"] else 2500 if kind == "points" else 200)
     res = _quiet(mod.sweep, ckpt=str(ckpt), scales="0,1,3" if cfg["quick"] else GUIDANCE_SCALES, n=n,
                  sampler="dpm++2m", steps=steps, out=str(runs.root / "guidance" / data), device="cpu", seed=0)
     rows = []
@@ -641,9 +642,9 @@ def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
     ok = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist") and r["model"] in LESSON]
     notes, body = [], []
     columns = [  # name, row -> measured value (higher is better), formatter
-        ("quality", lambda r: -r["fid"] if r.get("fid") is not None else None,
-         lambda r: (f"FID {r['fid']:.2f}" if r["data"] not in TOYS else f"FD {r['fid']:.3f}, hq {r.get('hq', 0):.2f}")),
-        ("diversity", lambda r: (r.get("modes", 0) / len(datasets.MODES[r["data"]][0]) + r.get("recall", 0))
+        ("quality", lambda r: (r.get("hq") if r["data"] in TOYS else -r["fid"] if r.get("fid") is not None else None),
+         lambda r: (f"FID {r['fid']:.2f}" if r["data"] not in TOYS else f"hq {r.get('hq', 0):.3f}, FD {r['fid']:.3f}")),
+        ("diversity", lambda r: (r.get("modes", 0) + 1e-3 * r.get("recall", 0))
          if r["data"] in TOYS else r.get("recall"),
          lambda r: (f"modes {r.get('modes', 0):.1f}/{len(datasets.MODES[r['data']][0])}, recall {r.get('recall', 0):.2f}"
                     if r["data"] in TOYS else f"recall {r.get('recall', 0):.2f}")),
@@ -716,14 +717,22 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                       f"{d_rows[0].get('n_samples', '-')} samples against {d_rows[0].get('reference', '-')}.", ""]
             if suite == "samplers":
                 parts.append(samplers_markdown(d_rows))
+            elif suite == "guidance":
+                parts.append(md_table(["guidance scale s (= 1 + w)", "FID" if images else "Frechet dist.", "precision",
+                                       "recall", "label accuracy", "IS", "NFE", "status"],
+                                      [[_fmt(r.get("guidance"), ".3g"), _fmt(r.get("fid"), ".3f"),
+                                        _fmt(r.get("precision"), ".3f"), _fmt(r.get("recall"), ".3f"),
+                                        _fmt(r.get("accuracy"), ".3f"), _fmt(r.get("is"), ".2f"), _fmt(r.get("nfe"), ".0f"),
+                                        r["status"]] for r in d_rows]))
             else:
                 parts.append(md_table(_header(images), [_cols(r, images) for r in d_rows]))
     table, notes = tradeoff(rows)
     if table.count("\n") > 1:
         parts += ["", "## The lesson's trade-off table, measured", "",
                   "Each cell: the lesson's claim, the measured number, its rank among the families measured on that "
-                  "data set (best first; tiers: top third high, bottom third low) and whether they agree. Quality: "
-                  "Frechet distance (FD, raw coordinates) or FID; diversity: modes covered + recall (toys) or recall; "
+                  "data set (best first; tiers: top third high, bottom third low) and whether they agree. Quality: the "
+                  "high-quality fraction hq (toys: samples within 3 std of a mode, PacGAN) or FID; diversity: modes "
+                  "covered (toys; ties broken by recall) or recall; "
                   "stability: spread of FD/FID over seeds relative to its mean; likelihood: test NLL; speed: ms per "
                   "sample on this CPU.", "", table, ""]
         parts += ["### Where the measurement contradicts the lesson", ""]
@@ -746,7 +755,8 @@ def samplers_markdown(rows: list[dict]) -> str:
                      str(r["sampler_steps"]) + (f" (eta {r['eta']:g})" if r["method"] == "ddim" else ""),
                      f"{speed:.1f}x (NFE {r['nfe']:.0f})", f"{r['fid']:.2f} ({drop:+.2f}, {100 * drop / base['fid']:+.0f}%)",
                      f"{r['kid']:.4f}", f"{r['precision']:.3f} / {r['recall']:.3f}", f"{r['ms_per_sample']:.2f}"])
-    return md_table(["Method", "Steps", "Relative speed (measured)", "FID (quality drop vs DDPM 1000)", "KID",
+    return md_table(["Method", "Steps", "Relative speed (measured)",
+                     f"{'FID' if rows[0]['data'] not in TOYS else 'Frechet dist.'} (quality drop vs DDPM 1000)", "KID",
                      "precision / recall", "ms/sample"], body)
 
 
@@ -819,7 +829,7 @@ app = training.App(help="Train every generative model on the same data and budge
 
 def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int = 0, out: str = "bench",
         runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
-        samplers_data: str = "mnist5k", verbose: bool = True) -> list[dict]:
+        samplers_data: str = "grid25,mnist5k", verbose: bool = True) -> list[dict]:
     """The Python entry: run one suite (or all), merge its rows into <out>/results.json, write the report."""
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
     training.check(budget >= 0 and seeds >= 0 and samples >= 0 and threads >= 0,
@@ -846,9 +856,8 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     for s in (SUITES if suite == "all" else (suite,)):
         cfg = dict(suite=s, quick=quick, budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
                    seeds=seeds or (1 if quick or s != "toy" else 3),
-                   n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 500),
-                   n_real=500 if quick else 5000 if s == "toy" else 1000,
-                   n_samplers=samples or (32 if quick else 250), n_guidance=samples or (40 if quick else 500))
+                   n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 200),
+                   n_real=500 if quick else 5000 if s == "toy" else 1000, samples=samples)
         if s in ("toy", "mnist"):
             rows = suite_models(s, cfg, r, names, log)
         else:
@@ -885,7 +894,7 @@ def main(
     suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | all")] = "toy",
     quick: Annotated[bool, typer.Option(help="tiny budgets, 1 seed, few samples (< 3 min on 2 CPU cores)")] = False,
     budget: Annotated[float, typer.Option(help="seconds of training loop per model (0 = the suite's default: "
-                                               "toy 15, mnist 120; quick 1 / 3)")] = 0.0,
+                                               "toy 15, mnist 60; quick 1 / 3)")] = 0.0,
     seeds: Annotated[int, typer.Option(help="seeds per model (0 = 3 on toy, 1 elsewhere and with --quick)")] = 0,
     out: Annotated[str, typer.Option(help="folder for results.json, results.md, samples.png, fid_vs_nfe.png")] = "bench",
     runs: Annotated[str, typer.Option(help="folder for checkpoints (reused when their config matches) and the plan")]
@@ -894,10 +903,11 @@ def main(
     = "",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
-    samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 500 on mnist5k, 250 for samplers)")]
+    samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 200 on mnist5k, 100 for mnist5k "
+                                                "samplers)")]
     = 0,
     samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers and guidance suites, comma-separated")]
-    = "mnist5k",
+    = "grid25,mnist5k",
 ) -> None:
     """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
     run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data)
