@@ -422,6 +422,8 @@ def aggregate(per_seed: list[dict]) -> dict:
             out[m] = float(np.mean(vals))
             if len(per_seed) > 1:
                 out[m + "_std"] = float(np.std(vals))
+    if len(per_seed) > 1:  # the per-seed values of the headline metrics (stability)
+        out["per_seed"] = {m: [r.get(m) for r in per_seed] for m in ("fid", "modes", "hq") if per_seed[0].get(m) is not None}
     return out
 
 
@@ -636,6 +638,79 @@ def _tier(claim: str) -> int | None:
     return TIER.get(claim.split(" ")[0])
 
 
+def claims(rows: list[dict]) -> list[str]:
+    """The lesson's specific claims, each checked against the measured rows in one plain sentence."""
+    ok = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist")]
+    out = []
+
+    def best(model, data):
+        c = [r for r in ok if r["model"] == model and r["data"] == data and r.get("fid") is not None]
+        return min(c, key=lambda r: r["fid"]) if c else None
+
+    for data in sorted({r["data"] for r in ok}, key=lambda d: (d not in TOYS, d)):
+        fams = {m: best(m, data) for m in LESSON if best(m, data)}
+        if len(fams) < 3:
+            continue
+        others = lambda m: [r for k, r in fams.items() if k != m]  # noqa: E731
+        med = lambda m, key: float(np.median([r[key] for r in others(m) if r.get(key) is not None] or [float("nan")]))  # noqa: E731
+        toy = data in TOYS
+        K = len(datasets.MODES[data][0]) if toy else 10
+        if "gan" in fams:
+            g = fams["gan"]
+            if toy:
+                seeds_modes = (g.get("per_seed") or {}).get("modes") or [g["modes"]]
+                collapsed = min(seeds_modes) < K
+                out.append(f"{data}: GAN mode collapse: {'holds' if collapsed else 'NOT observed'}: modes covered "
+                           f"per seed {seeds_modes} of {K} (others' median {med('gan', 'modes'):.1f}).")
+                out.append(f"{data}: GAN sharp samples: {'holds' if g['hq'] >= med('gan', 'hq') else 'does NOT hold'}: "
+                           f"hq {g['hq']:.3f} vs the others' median {med('gan', 'hq'):.3f}.")
+            else:
+                out.append(f"{data}: GAN mode collapse: classes covered {g.get('classes', 0):.0f}/10, recall "
+                           f"{g.get('recall', 0):.3f} (others' median {med('gan', 'recall'):.3f}).")
+            if g.get("fid_std") is not None:
+                cv = lambda r: r["fid_std"] / max(r["fid"], 1e-9)  # noqa: E731
+                other_cv = float(np.median([cv(r) for r in others("gan") if r.get("fid_std") is not None]))
+                out.append(f"{data}: GAN unstable: {'holds' if cv(g) > other_cv else 'does NOT hold'}: the spread of its "
+                           f"Frechet distance over seeds is {100 * cv(g):.0f}% of the mean (others' median "
+                           f"{100 * other_cv:.0f}%).")
+        if "vae" in fams:
+            v = fams["vae"]
+            if toy:
+                out.append(f"{data}: VAE blurry: {'holds' if v['hq'] < med('vae', 'hq') else 'does NOT hold'}: hq "
+                           f"{v['hq']:.3f} vs the others' median {med('vae', 'hq'):.3f} (samples between the modes).")
+            else:
+                out.append(f"{data}: VAE blurry: precision {v.get('precision', 0):.3f} and FID {v['fid']:.1f} vs the "
+                           f"others' median {med('vae', 'precision'):.3f} and {med('vae', 'fid'):.1f}.")
+        key = "nll_nats" if toy else "nll_bpd"
+        nlls = {m: r[key] for m, r in fams.items() if r.get(key) is not None}
+        if "flow" in nlls and len(nlls) > 1:
+            order = sorted(nlls, key=nlls.get)
+            out.append(f"{data}: likelihoods ({'nats' if toy else 'bits/dim'}, lower is better; flow exact, VAE and DDPM "
+                       f"upper bounds{', EBM grid integration' if toy else ''}): " +
+                       ", ".join(f"{m} {nlls[m]:.3f}" for m in order) +
+                       f". VAE good likelihood: {'holds' if 'vae' in nlls and order.index('vae') <= 1 else 'does NOT hold' if 'vae' in nlls else 'n/a'}.")
+        one_shot = [fams[m]["ms_per_sample"] for m in ("gan", "vae") if m in fams]
+        for m, what in (("ebm", "EBM slow sampling"), ("ddpm", "diffusion slow sampling"), ("score", "score model slow sampling"),
+                        ("flow", "flow slowish")):
+            rs = [r for r in ok if r["model"] == m and r["data"] == data and r.get("ms_per_sample")]
+            if not rs or not one_shot:
+                continue
+            slowest = max(rs, key=lambda r: r["ms_per_sample"])
+            ratio = slowest["ms_per_sample"] / max(min(one_shot), 1e-9)
+            limit = 3 if m == "flow" else 10  # "slowish" vs "slow": 3x / 10x the fastest one-shot generator
+            out.append(f"{data}: {what}: {'holds' if ratio > limit else 'does NOT hold'} (> {limit}x): {slowest['sampler']} takes "
+                       f"{slowest['ms_per_sample']:.3g} ms per sample (NFE {slowest['nfe']:.0f}), {ratio:.0f}x the "
+                       f"fastest one-shot generator (GAN/VAE, {min(one_shot):.3g} ms).")
+        if "ddpm" in fams:
+            d = fams["ddpm"]
+            qkey, better = ("hq", max) if toy else ("fid", min)
+            vals = {m: r.get(qkey) for m, r in fams.items() if r.get(qkey) is not None}
+            top = better(vals, key=vals.get)
+            out.append(f"{data}: diffusion high quality: {'holds' if top in ('ddpm', 'score') else 'does NOT hold'}: "
+                       f"best {qkey} is {top} ({vals[top]:.3f}); DDPM ({d['sampler']}) {vals.get('ddpm', float('nan')):.3f}.")
+    return out
+
+
 def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
     """The lesson's table filled with measured numbers: for each family its best row per data set, each column
     ranked among the families measured (top third = high, bottom third = low), compared with the lesson's tier."""
@@ -735,7 +810,8 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                   "covered (toys; ties broken by recall) or recall; "
                   "stability: spread of FD/FID over seeds relative to its mean; likelihood: test NLL; speed: ms per "
                   "sample on this CPU.", "", table, ""]
-        parts += ["### Where the measurement contradicts the lesson", ""]
+        parts += ["### The lesson's claims, one by one", ""] + [f"- {c}" for c in claims(rows)] + [""]
+        parts += ["### Where the measurement contradicts the lesson (opposite tier)", ""]
         parts += [f"- {n}" for n in notes] or ["- nothing ranked opposite to the lesson's tier in this run."]
     parts += ["", "Rows whose status is not `ok` name why (a family whose file is missing or fails to import is "
               "`not available`)."]
