@@ -1,0 +1,169 @@
+"""flow.py: invertibility, log-determinants against autograd Jacobians, a density that integrates to 1, ActNorm's
+data init, the LU 1x1 convolution, dequantization, and every command (tiny budgets) plus bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import flow
+from conftest import assert_one_line_error, run_cli
+
+
+def random_flow(shape, seed, noise=0.1, scales=1, hidden=8, blocks=2):
+    """A float64 flow whose every parameter is perturbed, so that no layer is the identity it starts as."""
+    torch.manual_seed(seed)
+    m = flow.Flow(shape, hidden=hidden, blocks=blocks, scales=scales).double()
+    x0 = torch.rand(64, *shape, dtype=torch.float64) if len(shape) == 3 else 2 * torch.randn(64, *shape).double()
+    m.initialize(x0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(noise * torch.randn_like(p))
+    return m
+
+
+coord = st.one_of(st.floats(-50, 50), st.sampled_from([-1e4, -1e3, 0.0, 1e3, 1e4]))
+pixel = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1e-12, 0.5, 1 - 1e-12, 1.0]))
+
+
+@settings(max_examples=15)
+@given(x=st.lists(st.tuples(coord, coord), min_size=1, max_size=8), seed=st.integers(0, 1000))
+def test_points_inverse_of_forward_is_identity(x, seed):
+    m = random_flow((2,), seed)
+    x = torch.tensor(x, dtype=torch.float64)
+    z, log_det = m(x)
+    assert torch.isfinite(z).all() and torch.isfinite(log_det).all()
+    # float64 round-off grows with the size of the intermediate values, hence a tolerance scaled by |z| and |x|
+    assert torch.allclose(m.inverse(z), x, rtol=1e-9, atol=1e-11 * float(1 + z.detach().abs().max() + x.abs().max()))
+
+
+@pytest.mark.parametrize("shape,scales", [((1, 4, 4), 1), ((2, 4, 4), 1), ((1, 8, 8), 2)])
+@settings(max_examples=5)
+@given(data=st.data(), seed=st.integers(0, 1000))
+def test_images_inverse_of_forward_is_identity(shape, scales, data, seed):
+    m = random_flow(shape, seed, scales=scales)
+    y = torch.tensor(data.draw(st.lists(pixel, min_size=math.prod(shape), max_size=math.prod(shape))),
+                     dtype=torch.float64).view(1, *shape)
+    z, log_det = m(y)
+    assert z.shape == (1, math.prod(shape)) and torch.isfinite(log_det).all()
+    assert torch.allclose(m.inverse(z), y, rtol=0, atol=1e-11 * float(1 + z.detach().abs().max()))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 4, 4), (2, 4, 4)])
+@settings(max_examples=4)
+@given(seed=st.integers(0, 1000))
+def test_log_det_equals_log_abs_det_of_autograd_jacobian(shape, seed):
+    m = random_flow(shape, seed)
+    x = torch.rand(1, *shape, dtype=torch.float64) if len(shape) == 3 else 3 * torch.randn(1, 2).double()
+    J = torch.autograd.functional.jacobian(lambda v: m(v.view(1, *shape))[0].flatten(), x.flatten())  # [D, D]
+    assert J.shape == (math.prod(shape),) * 2
+    assert abs(float(m(x)[1].detach()) - float(torch.linalg.slogdet(J)[1])) < 1e-8
+
+
+@settings(max_examples=3)
+@given(seed=st.integers(0, 1000))
+@torch.no_grad()
+def test_2d_density_integrates_to_one(seed):
+    m = random_flow((2,), seed)
+    lim, n = 12.0, 601
+    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).view(-1, 2)
+    mass = float(m.log_prob(grid).exp().sum()) * float(g[1] - g[0]) ** 2
+    outside = float((m.sample(20_000).abs() > lim).any(1).double().mean())  # mass the box misses, by sampling
+    assert abs(mass - (1 - outside)) < 0.01, (mass, outside)
+
+
+@settings(max_examples=10)
+@given(channels=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_actnorm_data_init_gives_zero_mean_unit_variance(channels, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, channels, 3, 3, generator=g) * torch.rand(1, channels, 1, 1, generator=g) * 10 \
+        + torch.randn(1, channels, 1, 1, generator=g) * 5
+    layer = flow.ActNorm(channels)
+    layer.pending_init = True
+    y, log_det = layer(x)
+    assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(channels), atol=1e-5)
+    assert torch.allclose(y.var((0, 2, 3), unbiased=False), torch.ones(channels), atol=1e-4)
+    assert torch.allclose(layer.inverse(y), x, atol=1e-4) and log_det.shape == (16,)
+
+
+@settings(max_examples=10)
+@given(channels=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_invconv_log_det_equals_log_abs_det_w(channels, seed):
+    torch.manual_seed(seed)
+    layer = flow.InvConv1x1(channels).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    x = torch.randn(3, channels, 5, 4, dtype=torch.float64)
+    y, log_det = layer(x)
+    assert torch.allclose(log_det, 5 * 4 * torch.linalg.slogdet(layer.weight())[1].expand(3))
+    assert torch.allclose(layer.inverse(y), x, atol=1e-10)
+
+
+@given(seed=st.integers(0, 1000))
+def test_dequantization_stays_in_the_pixels_bin_and_uniform_density_is_8_bits(seed):
+    g = torch.Generator().manual_seed(seed)
+    k = torch.randint(0, 256, (4, 1, 5, 5), generator=g)
+    y = flow.dequantize(k / 127.5 - 1, g)
+    assert (torch.floor(256 * y) == k).all() and (y >= 0).all() and (y < 1).all()
+    assert torch.allclose(flow.bits_per_dim(torch.zeros(4), 25), torch.full((4,), 8.0))  # p = 1 on [0, 1]^D
+
+
+def test_sampling_at_high_temperature_stays_finite():
+    for shape, scales in [((2,), 1), ((1, 8, 8), 2)]:
+        m = random_flow(shape, 0, noise=1.0, scales=scales).float()
+        assert torch.isfinite(m.sample(256, temperature=4.0)).all()
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+def cli(capsys, *args):
+    """Run the typer app in this process (fast); returns (exit code, stdout, stderr) like a subprocess would."""
+    try:
+        flow.app([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+class Proc:  # what assert_one_line_error expects
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+
+
+@pytest.mark.parametrize("data_name", ["moons", "grid25", "mnist5k"])
+def test_every_command(tmp_path, capsys, data_name):
+    code, out, err = cli(capsys, "train", "--data", data_name, "--steps", 3, "--hidden", 4, "--blocks", 1,
+                         "--batch-size", 8, "--device", "cpu", "--out", tmp_path / "r")
+    assert code == 0, err
+    ck = tmp_path / "r" / "ckpt.pt"
+    assert (tmp_path / "r" / "samples.png").exists()
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 5, "--temperature", 0.7, "--out", tmp_path / "s.npz")
+    assert code == 0, err
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == ((5, 2) if data_name != "mnist5k" else (5, 1, 28, 28)) and np.isfinite(x).all()
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--out", tmp_path / "s.png")
+    assert code == 0 and (tmp_path / "s.png").stat().st_size > 0, err
+    code, out, err = cli(capsys, "nll", "--ckpt", ck, "--n", 16)
+    assert code == 0 and ("bits/dim" if data_name == "mnist5k" else "nats") in out, err
+    res = flow.nll(ckpt=str(ck), n=16)
+    assert math.isfinite(res.get("nll_bpd", res.get("nll_nats")))
+
+
+def test_bad_input_fails_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for args in [("train", "--data", "nope"), ("train", "--data", "moons", "--steps", 0),
+                 ("train", "--data", "mnist5k", "--scales", 3), ("train", "--data", "moons", "--lr", -1),
+                 ("sample", "--ckpt", tmp_path / "missing.pt"), ("sample", "--ckpt", bad),
+                 ("sample", "--ckpt", bad, "--temperature", 0), ("nll", "--ckpt", bad)]:
+        assert_one_line_error(Proc(*cli(capsys, *args)))
+    assert_one_line_error(run_cli("flow.py", "sample", "--ckpt", tmp_path / "missing.pt"))  # a real process

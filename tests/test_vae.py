@@ -1,0 +1,179 @@
+"""vae.py: the bounds (ELBO <= IWAE_k <= log p(x), with log p(x) by quadrature over a 1-D latent), the closed-form KL,
+the discretized logistic, active units, and every command (tiny budgets) plus bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import flow
+import vae
+from conftest import assert_one_line_error, run_cli
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def tiny_vae(likelihood: str, seed: int) -> vae.VAE:
+    """A random VAE with latent dim 1 (float64); the decoder's first layers are scaled up so that q(z|x) is far from
+    the true posterior and the bounds are visibly apart."""
+    torch.manual_seed(seed)
+    shape = (2,) if likelihood == "gaussian" else (1, 4, 4)
+    m = vae.VAE(shape, latent_dim=1, hidden=8, likelihood=likelihood).double()
+    with torch.no_grad():
+        for p in list(m.decoder.parameters())[:2]:
+            p.mul_(2.0)
+    return m.eval()
+
+
+def tiny_x(likelihood: str, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if likelihood == "gaussian":
+        return (2 * torch.randn(3, 2, generator=g)).double()
+    k = torch.randint(0, 256, (3, 1, 4, 4), generator=g).double()  # 8-bit pixels
+    x = k / 127.5 - 1
+    return vae.binarize(x, g) if likelihood == "bernoulli" else x
+
+
+def quadrature(m: vae.VAE, x: torch.Tensor, n: int = 2001, lim: float = 8.0):
+    """Exact log p(x) = log int p(x|z) N(z; 0, 1) dz and ELBO = int q(z|x) log p(x|z) dz - KL on a grid over z (1-D)."""
+    z = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    dz = z[1] - z[0]
+    log_px_z = m.log_px_given_z(x, z[:, None, None].expand(n, len(x), 1))  # [n, B]
+    log_p = torch.logsumexp(log_px_z + (-0.5 * z ** 2 - 0.5 * LOG_2PI)[:, None], 0) + dz.log()
+    mu, logvar = m.encode(x)
+    q = torch.exp(-0.5 * (z[:, None] - mu[:, 0]) ** 2 / logvar[:, 0].exp() - 0.5 * logvar[:, 0] - 0.5 * LOG_2PI) * dz
+    assert torch.allclose(q.sum(0), torch.ones(len(x), dtype=torch.float64), atol=1e-6)  # the grid covers q
+    return log_p, (q * log_px_z).sum(0) - vae.gaussian_kl(mu, logvar)
+
+
+def mc(fn, x, reps):
+    """Mean and standard error over `reps` independent estimates per example."""
+    v = fn(x.repeat(reps, *[1] * (x.dim() - 1))).view(reps, len(x))
+    return v.mean(0), v.std(0) / math.sqrt(reps)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "logistic"])
+@settings(max_examples=2)
+@given(seed=st.integers(0, 10_000))
+@torch.no_grad()
+def test_elbo_le_iwae_le_exact_log_px_and_iwae_approaches_it(likelihood, seed):
+    m, x = tiny_vae(likelihood, seed), tiny_x(likelihood, seed)
+    torch.manual_seed(seed)
+    log_p, elbo_exact = quadrature(m, x)
+    assert (elbo_exact <= log_p + 1e-9).all()  # Jensen, computed without sampling
+    elbo, se = mc(m.elbo, x, 1000)
+    assert ((elbo - elbo_exact).abs() <= 5 * se + 1e-9).all()  # m.elbo is an unbiased estimate of the ELBO
+    gaps = {}
+    for k, reps in [(1, 1000), (10, 200), (100, 20), (1000, 4)]:
+        iw, se = mc(lambda v: m.iwae(v, k), x, reps)
+        assert (iw <= log_p + 5 * se + 1e-9).all(), (k, iw, log_p)  # L_k <= log p(x)
+        assert (iw >= elbo_exact - 5 * se - 1e-9).all(), (k, iw, elbo_exact)  # L_k >= L_1 = ELBO
+        gaps[k] = (log_p - iw, se)
+    gap_1, gap_1000 = gaps[1][0], gaps[1000][0]
+    assert (gap_1000 <= torch.clamp(0.2 * gap_1, min=0.01) + 5 * gaps[1000][1]).all(), gaps  # -> log p(x) as k grows
+
+
+@settings(max_examples=10)
+@given(mu=st.lists(st.floats(-3, 3), min_size=3, max_size=3), logvar=st.lists(st.floats(-4, 2), min_size=3, max_size=3))
+def test_closed_form_kl_equals_monte_carlo(mu, logvar):
+    mu, logvar = torch.tensor(mu, dtype=torch.float64), torch.tensor(logvar, dtype=torch.float64)
+    eps = torch.randn(200_000, 3, dtype=torch.float64)
+    z = mu + (0.5 * logvar).exp() * eps
+    log_q = (-0.5 * eps ** 2 - 0.5 * logvar - 0.5 * LOG_2PI).sum(1)
+    log_p = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(1)
+    diff = log_q - log_p  # KL = E_q[log q - log p]
+    kl = vae.gaussian_kl(mu, logvar)
+    assert abs(float(diff.mean() - kl)) <= 5 * float(diff.std()) / math.sqrt(len(diff)) + 1e-9
+
+
+@settings(max_examples=20)
+@given(mean=st.floats(-1.5, 1.5), log_s=st.floats(-7, 3))
+def test_discretized_logistic_is_a_distribution_over_256_levels(mean, log_s):
+    x = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+    log_p = vae.discretized_logistic_logp(x, torch.tensor(mean, dtype=torch.float64), torch.tensor(log_s).double())
+    assert torch.isfinite(log_p).all() and (log_p <= 1e-12).all()
+    assert abs(float(log_p.exp().sum()) - 1) < 1e-9
+    # as a density on [0, 1] of y = (k + u) / 256 it is 256 P(k) inside bin k, so it integrates to 1 there as well,
+    # and the bits/dim protocol is the very function flow.py uses
+    log_p_y = log_p + math.log(256)
+    assert torch.allclose(vae.bits_per_dim(log_p_y, 1), flow.bits_per_dim(log_p_y, 1))
+    assert torch.allclose(vae.bits_per_dim(log_p_y, 1), -log_p / math.log(2))
+
+
+@given(n_active=st.integers(0, 6), seed=st.integers(0, 100))
+def test_active_units_count_dims_whose_posterior_mean_moves(n_active, seed):
+    g = torch.Generator().manual_seed(seed)
+    mu = torch.zeros(500, 6)
+    mu[:, :n_active] = torch.randn(500, n_active, generator=g)  # variance ~1 > 0.01
+    mu[:, n_active:] = 0.3 + 0.01 * torch.randn(500, 6 - n_active, generator=g)  # variance ~1e-4: collapsed
+    assert vae.active_units(mu) == n_active
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+def cli(capsys, *args):
+    """Run the typer app in this process (fast); returns (exit code, stdout, stderr) like a subprocess would."""
+    try:
+        vae.app([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+class Proc:  # what assert_one_line_error expects
+    def __init__(self, code, out, err):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+
+
+@pytest.mark.parametrize("data_name", ["moons", "grid25"])
+def test_every_command_on_points(tmp_path, capsys, data_name):
+    ck = vae.train(data=data_name, steps=3, hidden=8, latent_dim=2, batch_size=16, device="cpu", out=str(tmp_path / "r"))
+    assert ck.exists() and vae.load(ck).likelihood == "gaussian"
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 7, "--out", tmp_path / "s.npz")
+    assert code == 0, err
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (7, 2) and np.isfinite(x).all()
+    for cmd, png in [("sample", "s.png"), ("reconstruct", "r.png"), ("interpolate", "i.png")]:
+        code, out, err = cli(capsys, cmd, "--ckpt", ck, "--out", tmp_path / png)
+        assert code == 0 and (tmp_path / png).stat().st_size > 0, err
+    code, out, err = cli(capsys, "nll", "--ckpt", ck, "--k", 5, "--n", 20)
+    assert code == 0 and "nats" in out, err
+    res = vae.nll(ckpt=str(ck), k=5, n=20)
+    assert math.isfinite(res["nll_nats"]) and res["nll_nats"] <= -res["elbo_nats"] + 5  # loose: 20 points, 1 sample
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic"])
+def test_every_command_on_mnist5k(tmp_path, capsys, likelihood):
+    code, out, err = cli(capsys, "train", "--data", "mnist5k", "--likelihood", likelihood, "--steps", 2, "--hidden", 4,
+                         "--latent-dim", 2, "--batch-size", 8, "--device", "cpu", "--out", tmp_path / "r")
+    assert code == 0, err
+    ck = tmp_path / "r" / "ckpt.pt"
+    log = (tmp_path / "r" / "metrics.jsonl").read_text()
+    assert '"active_units"' in log and '"kl"' in log
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 4, "--out", tmp_path / "s.npz")
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert code == 0 and x.shape == (4, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    for cmd in ["reconstruct", "interpolate"]:
+        code, out, err = cli(capsys, cmd, "--ckpt", ck, "--out", tmp_path / f"{cmd}.png")
+        assert code == 0 and (tmp_path / f"{cmd}.png").exists(), err
+    code, out, err = cli(capsys, "nll", "--ckpt", ck, "--k", 3, "--n", 4)
+    assert code == 0, err
+    assert ("bits/dim (" in out) == (likelihood == "logistic") and ("NOT comparable" in out) == (likelihood == "bernoulli")
+
+
+def test_bad_input_fails_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    for args in [("train", "--data", "nope"), ("train", "--data", "moons", "--steps", -1),
+                 ("train", "--likelihood", "gauss"), ("train", "--data", "moons", "--beta", "nan"),
+                 ("sample", "--ckpt", tmp_path / "missing.pt"), ("sample", "--ckpt", bad),
+                 ("nll", "--ckpt", bad, "--k", 0), ("reconstruct", "--ckpt", bad, "--out", tmp_path / "x.jpg")]:
+        assert_one_line_error(Proc(*cli(capsys, *args)))
+    assert_one_line_error(run_cli("vae.py", "train", "--data", "moons", "--latent-dim", "0"))  # a real process

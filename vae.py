@@ -1,0 +1,384 @@
+"""Variational autoencoder: a Gaussian encoder q(z|x), the reparameterization trick, and a lower bound on log p(x).
+
+What it optimizes (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114, eq. 3 and 10), with p(z) = N(0, I) and
+q(z|x) = N(mu(x), diag sigma^2(x)):
+    log p(x) >= ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
+one reparameterized sample z = mu + sigma * eps per example and the closed-form KL (their Appendix B). `--beta` weights
+the KL (beta-VAE, Higgins et al. 2017); beta = 1 is the true bound. NLL is estimated with the importance-weighted bound
+(IWAE, Burda et al. 2016, https://arxiv.org/abs/1509.00519, eq. 8; Theorem 1: ELBO = L_1 <= L_k <= L_k+1 -> log p(x)):
+    L_k(x) = E[log (1/k) sum_i w_i],   w_i = p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x).
+Posterior collapse is watched through the active units of Burda et al. (Sec. 5.2): dims j with Cov_x(E_q[z_j]) > 0.01.
+
+Decoders p(x|z):
+- points: Gaussian; mean AND variance are learned outputs of the MLP decoder (log sigma >= -7), on coordinates
+  standardized by the training mean/std. Densities are reported in raw coordinates (the Jacobian -sum log std included).
+- images, `--likelihood bernoulli` (default; the lesson's decoder): pixels in [0, 1] as Bernoulli probabilities. That is
+  a likelihood of BINARY data only, so training binarizes dynamically (x ~ Bernoulli(intensity) every step, as Burda et al.)
+  and `nll` reports nats on the test digits binarized once with a fixed seed: the kind of number the papers give for
+  binarized MNIST, but NOT comparable with bits/dim of 8-bit models.
+- images, `--likelihood logistic`: a discretized logistic per pixel over the 256 levels (Salimans et al. 2017,
+  https://arxiv.org/abs/1701.05517, eq. 2, one component). As a density on [0, 1]^D that is constant inside each
+  dequantization bin it reads p(y|z) = 256^D P(k|z): a model of the same dequantized data as flow.py, so its bits/dim
+  are comparable with the flow's. bench.py should use this one.
+
+Bits/dim, the same protocol as flow.py: 8-bit pixels k in {0..255} (data.py's x = k / 127.5 - 1), uniform dequantization
+y = (k + u) / 256, u ~ U[0, 1)^D, a density p(y) on [0, 1]^D, and
+    bpd = (-log p(y) + D log 256) / (D log 2)                                   (`bits_per_dim`)
+which upper-bounds the discrete code length -log2 P(k) / D (Theis et al. 2016); the papers' MNIST numbers use it. For the
+discretized logistic log p(y) = log P(k) + D log 256 whatever u is, so its bpd is -log P(k) / (D log 2) exactly (or its
+IWAE bound).
+
+Algorithm -> function: encoder/decoder `VAE.encode`, `VAE.log_px_given_z`; reparameterization + ELBO `VAE.forward`,
+`VAE.elbo`; closed-form KL `gaussian_kl`; IWAE `VAE.iwae`; active units `active_units`; ancestral sampling `VAE.sample`.
+
+Commands (times measured on a 2-core CPU shared with other jobs; see README):
+    python vae.py train --data moons                       # MLP VAE on points
+    python vae.py train                                    # conv VAE on mnist5k, Bernoulli decoder
+    python vae.py train --likelihood logistic --out runs/vae-mnist5k-logistic
+    python vae.py sample --ckpt runs/vae-mnist5k/ckpt.pt --out samples.png
+    python vae.py reconstruct --ckpt runs/vae-mnist5k/ckpt.pt --out recon.png
+    python vae.py interpolate --ckpt runs/vae-mnist5k/ckpt.pt --out interp.png
+    python vae.py nll --ckpt runs/vae-moons/ckpt.pt --k 1000    # IWAE-1000: nats (points) or bits/dim (logistic)
+    python vae.py train --device cuda --hidden 128 --steps 30000 --data mnist --likelihood logistic   # GPU
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import typer
+
+LIKELIHOODS = ("bernoulli", "logistic")  # image decoders; points always use "gaussian"
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ----------------------------------------------------------------------------------------------------- network
+class VAE(nn.Module):
+    """MLP VAE for points [B, d] (likelihood "gaussian") or conv VAE for images [B, C, H, W] in [-1, 1], H, W % 4 == 0."""
+
+    def __init__(self, shape=(2,), latent_dim: int = 2, hidden: int = 64, likelihood: str = "gaussian"):
+        super().__init__()
+        self.shape, self.latent_dim, self.likelihood = tuple(shape), latent_dim, likelihood
+        L, h = latent_dim, hidden
+        if likelihood == "gaussian":
+            d = self.shape[0]
+            self.encoder = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 2 * L))
+            self.decoder = nn.Sequential(nn.Linear(L, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 2 * d))
+        else:
+            C, H, W = self.shape
+            out = C if likelihood == "bernoulli" else 2 * C  # Bernoulli logits, or logistic (mean, log s)
+            self.encoder = nn.Sequential(
+                nn.Conv2d(C, h // 2, 4, 2, 1), nn.SiLU(),  # [B, h/2, H/2, W/2]
+                nn.Conv2d(h // 2, h, 4, 2, 1), nn.SiLU(),  # [B, h, H/4, W/4]
+                nn.Flatten(), nn.Linear(h * H * W // 16, 2 * L))  # [B, 2L]
+            self.decoder = nn.Sequential(
+                nn.Linear(L, h * H * W // 16), nn.SiLU(), nn.Unflatten(1, (h, H // 4, W // 4)),
+                nn.ConvTranspose2d(h, h // 2, 4, 2, 1), nn.SiLU(),  # [B, h/2, H/2, W/2]
+                nn.ConvTranspose2d(h // 2, out, 4, 2, 1))  # [B, out, H, W]
+        d = self.shape[0] if likelihood == "gaussian" else 1
+        self.register_buffer("shift", torch.zeros(d))  # points: training mean and std, set by `train`
+        self.register_buffer("scale", torch.ones(d))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) = N(mu, diag exp(logvar)); both [B, L]."""
+        u = (x - self.shift) / self.scale if self.likelihood == "gaussian" else x
+        mu, logvar = self.encoder(u).to(x.dtype).chunk(2, -1)  # .to: float32 out of bf16 autocast
+        return mu, logvar.clamp(-30, 20)  # clamp: keeps exp(logvar) finite; inactive in normal training
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder outputs for z [..., L] -> [..., 2d] (points) or [..., out, H, W] (images)."""
+        lead = z.shape[:-1]
+        params = self.decoder(z.reshape(-1, self.latent_dim)).to(z.dtype)  # [prod(lead), ...]
+        return params.reshape(*lead, *params.shape[1:])
+
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats per example; x [B, ...] in data space, z [..., B, L] -> [..., B]."""
+        params = self.decode(z)
+        if self.likelihood == "gaussian":  # log N(u; mu, sigma^2) - sum log scale   (u = standardized x)
+            mu, log_sigma = params.chunk(2, -1)
+            log_sigma = log_sigma.clamp(min=-7.0)  # floor on sigma: no infinite density on a point
+            u = (x - self.shift) / self.scale
+            log_p = -0.5 * ((u - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * LOG_2PI
+            return log_p.sum(-1) - self.scale.log().sum()
+        if self.likelihood == "bernoulli":  # sum x log p + (1 - x) log(1 - p), x in {0, 1} = (x_data + 1) / 2
+            target = ((x + 1) / 2).expand_as(params)
+            return -F.binary_cross_entropy_with_logits(params, target, reduction="none").sum((-3, -2, -1))
+        mean, log_s = params.chunk(2, -3)
+        return discretized_logistic_logp(x, mean, log_s.clamp(min=-7.0)).sum((-3, -2, -1))
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x|z] in data space (the image a VAE usually shows; points: the decoder mean)."""
+        params = self.decode(z)
+        if self.likelihood == "gaussian":
+            return params.chunk(2, -1)[0] * self.scale + self.shift
+        if self.likelihood == "bernoulli":
+            return 2 * torch.sigmoid(params) - 1  # p in [0, 1] -> [-1, 1]
+        return params.chunk(2, -3)[0].clamp(-1, 1)  # logistic mean (the clamp: data range)
+
+    # ------------------------------------------------------------------------------------------------- bounds
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-sample ELBO terms per example: (log p(x|z), KL(q(z|x) || p(z))), z = mu + sigma * eps (reparam.)."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
+        return self.log_px_given_z(x, z), gaussian_kl(mu, logvar)
+
+    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+        """ELBO estimate per example in nats: log p(x|z) - KL (one z; closed-form KL)."""
+        log_px_z, kl = self(x)
+        return log_px_z - kl
+
+    def iwae(self, x: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+        """IWAE bound L_k per example in nats (Burda et al. eq. 8): logsumexp_i(log w_i) - log k; chunks of z samples."""
+        mu, logvar = self.encode(x)
+        std = torch.exp(0.5 * logvar)
+        log_w = []
+        per = max(1, chunk // len(x))  # samples per chunk, so that per * B decoder calls fit in memory
+        for i in range(0, k, per):
+            eps = torch.randn(min(per, k - i), *mu.shape, device=mu.device)  # [k', B, L]
+            z = mu + std * eps
+            log_pz = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(-1)  # log N(z; 0, I)
+            log_qz = (-0.5 * eps ** 2 - 0.5 * LOG_2PI).sum(-1) - std.log().sum(-1)  # log N(z; mu, sigma^2)
+            log_w.append(self.log_px_given_z(x, z) + log_pz - log_qz)  # [k', B]
+        return torch.logsumexp(torch.cat(log_w), 0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Ancestral sampling z ~ p(z), x ~ p(x|z). Images: the decoder mean E[x|z] is returned (the usual VAE picture;
+        sampled pixels would be salt-and-pepper noise). Points: x = mu + sigma * eps (the model's density)."""
+        dev = self.shift.device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=dev)
+        if self.likelihood != "gaussian":
+            return self.mean(z)
+        mu, log_sigma = self.decode(z).chunk(2, -1)
+        u = mu + log_sigma.clamp(min=-7.0).exp() * torch.randn(mu.shape, generator=generator, device=dev)
+        return u * self.scale + self.shift
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag e^logvar) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)   (K&W Appendix B)."""
+    return 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
+
+
+def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """log P(k) per pixel, x = k / 127.5 - 1: the logistic mass of the bin [x - 1/255, x + 1/255], the end bins stretched
+    to -inf and +inf so the 256 masses sum to 1 (Salimans et al. eq. 2). With a = (x + 1/255 - mean) / s and
+    b = (x - 1/255 - mean) / s: log(sig(a) - sig(b)) = log sig(a) + log sig(-b) + log(1 - e^(b - a)), stable for any a, b."""
+    inv_s = torch.exp(-log_s)
+    a = (x + 1 / 255 - mean) * inv_s
+    b = (x - 1 / 255 - mean) * inv_s
+    mid = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))
+    return torch.where(x < -0.999, F.logsigmoid(a), torch.where(x > 0.999, F.logsigmoid(-b), mid))
+
+
+def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
+    """Burda et al. Sec. 5.2: number of dims j with Cov_x(E_q(z|x)[z_j]) > 0.01; mu [N, L] = encoder means."""
+    return int((mu.var(0) > threshold).sum())
+
+
+def bits_per_dim(log_p_y: torch.Tensor, dims: int) -> torch.Tensor:
+    """bpd = (-log p(y) + D log 256) / (D log 2) for a density on [0, 1]^D of y = (k + u) / 256 (same as flow.py)."""
+    return (-log_p_y + dims * math.log(256)) / (dims * math.log(2))
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stochastic binarization of images in [-1, 1]: pixel ~ Bernoulli((x + 1) / 2), returned in {-1, 1}."""
+    return 2 * torch.bernoulli((x + 1) / 2, generator=generator) - 1
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+import data as datasets  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
+import training  # noqa: E402
+
+app = training.App(help="Variational autoencoder: ELBO training, IWAE likelihood, samples, reconstructions, interpolation.")
+Opt = typer.Option
+
+
+def load(path: str | Path, device: str = "cpu") -> VAE:
+    """Rebuild the VAE from ckpt["config"] and load its EMA weights; eval mode."""
+    ckpt = training.load_checkpoint(path, "vae")
+    model = VAE(**ckpt["config"]["model"])
+    model.load_state_dict(training.ema_state(ckpt))
+    return model.to(device).eval()
+
+
+def _model_input(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What the decoder models: binarized images for the Bernoulli decoder, the data itself otherwise."""
+    return binarize(x, generator) if model.likelihood == "bernoulli" else x
+
+
+@app.command()
+def train(
+    data: Annotated[str, Opt(help="dataset: moons, grid25, ring8, checkerboard, swissroll, mnist5k, mnist, fashion, cifar10")] = "mnist5k",
+    likelihood: Annotated[str, Opt(help="image decoder: bernoulli (binarized pixels, nats) or logistic (8-bit pixels, bits/dim comparable with flow.py); points: Gaussian")] = "bernoulli",
+    latent_dim: Annotated[int, Opt(min=1, help="dimension of z")] = 16,
+    hidden: Annotated[int, Opt(min=2, help="MLP width (points) or conv channels (images)")] = 64,
+    beta: Annotated[float, Opt(min=0.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")] = 1.0,
+    steps: Annotated[int, Opt(help="optimizer steps")] = 3000,
+    batch_size: Annotated[int, Opt(help="examples per step")] = 128,
+    lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
+    ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+    out: Annotated[str, Opt(help="output folder (default runs/vae-<data>)")] = "",
+    resume: Annotated[bool, Opt(help="continue the run in --out")] = False,
+) -> Path:
+    """Maximize the ELBO (beta-weighted KL) with one reparameterized sample per example."""
+    config = dict(locals())
+    training.check(likelihood in LIKELIHOODS, f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
+    training.check(latent_dim >= 1 and hidden >= 2, "--latent-dim must be >= 1 and --hidden >= 2")
+    training.check(beta >= 0 and math.isfinite(beta), f"--beta must be a finite number >= 0, got {beta}")
+    ds = datasets.load(data, "train")
+    lik = "gaussian" if ds.kind == "points" else likelihood
+    training.check(lik == "gaussian" or (ds.shape[1] % 4 == 0 and ds.shape[2] % 4 == 0),
+                   f"image height and width must be divisible by 4, got {ds.shape}")
+    config["model"] = dict(shape=list(ds.shape), latent_dim=latent_dim, hidden=hidden, likelihood=lik)
+    model = VAE(**config["model"])
+    if lik == "gaussian":  # standardize points inside the model (buffers travel with the checkpoint)
+        model.shift.copy_(ds.x.mean(0))
+        model.scale.copy_(ds.x.std(0))
+    tr = training.Trainer("vae", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
+                          out=out or f"runs/vae-{data}", device=device, seed=seed, resume=resume,
+                          ema_decay=ema_decay)
+    g = torch.Generator().manual_seed(seed)
+    x_probe = _model_input(model, ds.x[torch.randperm(len(ds), generator=g)[:1000]], g).to(tr.dev)  # for active units
+    dims = math.prod(ds.shape)
+    for step, (x, _) in tr:
+        x = _model_input(model, x)  # Bernoulli: dynamic binarization, a fresh binary image every step
+        with tr.autocast():
+            log_px_z, kl = tr.models["model"](x)
+        loss = -(log_px_z - beta * kl).mean()  # -ELBO_beta, nats per example
+        log_px_z, kl = log_px_z.float(), kl.float()
+        metrics = dict(elbo=float((log_px_z - kl).detach().mean()), kl=float(kl.detach().mean()))
+        if lik == "logistic":
+            metrics["elbo_bpd"] = float(bits_per_dim((log_px_z - kl).detach().mean() + dims * math.log(256), dims))
+        if step % 100 == 0 or step + 1 == steps:
+            with torch.no_grad():
+                metrics["active_units"] = active_units(training.unwrap(tr.models["model"]).encode(x_probe)[0])
+        tr.step(loss, **metrics)
+    return tr.finish(lambda n: tr.sampling_model().sample(n).float().cpu(), reference=ds.x[:2000])
+
+
+@app.command()
+def sample(
+    ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
+    n: Annotated[int, Opt(help="number of samples")] = 64,
+    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x)")] = "vae_samples.png",
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+) -> Path:
+    """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images)."""
+    training.check(n > 0, f"--n must be positive, got {n}")
+    training.check(out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
+    model = load(ckpt, str(training.device(device)))
+    x = model.sample(n, torch.Generator(model.shift.device).manual_seed(seed)).cpu()
+    return _write(x, out, model)
+
+
+def _write(x: torch.Tensor, out: str, model: VAE, nrow: int | None = None, reference=None) -> Path:
+    import numpy as np
+
+    path = Path(out)
+    if path.suffix == ".npz":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, x=x.numpy())
+    else:
+        datasets.save_samples(x, path, nrow=nrow, reference=reference)
+    print(path)
+    return path
+
+
+def _test_data(model: VAE, ckpt: str) -> torch.Tensor:
+    return datasets.load(training.load_checkpoint(ckpt, "vae")["config"]["data"], "test").x
+
+
+@app.command()
+def reconstruct(
+    ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
+    n: Annotated[int, Opt(help="number of test examples")] = 32,
+    out: Annotated[str, Opt(help="PNG: each original beside its reconstruction E[x | z = mu(x)]")] = "vae_reconstruct.png",
+    seed: Annotated[int, Opt(help="random seed (which test examples; binarization)")] = 0,
+) -> Path:
+    """Originals (as the model sees them: binarized for Bernoulli) beside their reconstructions."""
+    training.check(n > 0, f"--n must be positive, got {n}")
+    training.check(out.endswith(".png"), f"--out must end in .png, got {out!r}")
+    model = load(ckpt)
+    g = torch.Generator().manual_seed(seed)
+    x_all = _test_data(model, ckpt)
+    x = _model_input(model, x_all[torch.randperm(len(x_all), generator=g)[:n]], g)
+    with torch.no_grad():
+        x_rec = model.mean(model.encode(x)[0])
+    if model.likelihood == "gaussian":  # points: reconstructions over the originals (grey)
+        return _write(x_rec, out, model, reference=x)
+    pairs = torch.stack([x, x_rec], 1).flatten(0, 1)  # [2n, C, H, W]: original, reconstruction, original, ...
+    return _write(pairs, out, model, nrow=8)
+
+
+@app.command()
+def interpolate(
+    ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
+    pairs: Annotated[int, Opt(help="number of (start, end) test pairs, one row each")] = 8,
+    steps: Annotated[int, Opt(help="decoded points between the two ends")] = 8,
+    out: Annotated[str, Opt(help="PNG grid: row = x_a, E[x|z_t] for z_t = (1-t) mu(x_a) + t mu(x_b), x_b")] = "vae_interpolate.png",
+    seed: Annotated[int, Opt(help="random seed (which test pairs)")] = 0,
+) -> Path:
+    """Walk the latent space on straight lines between the posterior means of two test inputs."""
+    training.check(pairs > 0 and steps > 0, f"--pairs and --steps must be positive, got {pairs}, {steps}")
+    training.check(out.endswith(".png"), f"--out must end in .png, got {out!r}")
+    model = load(ckpt)
+    g = torch.Generator().manual_seed(seed)
+    x_all = _test_data(model, ckpt)
+    x = _model_input(model, x_all[torch.randperm(len(x_all), generator=g)[:2 * pairs]], g)
+    x_a, x_b = x[:pairs], x[pairs:2 * pairs]
+    t = torch.linspace(0, 1, steps)[:, None, None]  # [T, 1, 1]
+    with torch.no_grad():
+        z_a, z_b = model.encode(x_a)[0], model.encode(x_b)[0]  # [P, L]
+        x_t = model.mean((1 - t) * z_a + t * z_b)  # [T, P, ...]
+    if model.likelihood == "gaussian":
+        return _write(x_t.flatten(0, 1), out, model, reference=_test_data(model, ckpt)[:2000])
+    rows = torch.cat([x_a[None], x_t, x_b[None]]).transpose(0, 1).flatten(0, 1)  # [P * (T + 2), C, H, W]
+    return _write(rows, out, model, nrow=steps + 2)
+
+
+@app.command()
+def nll(
+    ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
+    k: Annotated[int, Opt(help="importance samples of the IWAE bound")] = 1000,
+    n: Annotated[int, Opt(help="test examples to use (0 = the whole test split)")] = 0,
+    seed: Annotated[int, Opt(help="random seed (samples; the fixed test binarization)")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+) -> dict:
+    """-IWAE_k (and -ELBO) on the test split: nats (points, binarized images) or bits/dim (logistic decoder)."""
+    training.check(k > 0 and n >= 0, f"--k must be positive and --n >= 0, got {k}, {n}")
+    model = load(ckpt, str(training.device(device)))
+    x = _test_data(model, ckpt)
+    g = torch.Generator().manual_seed(seed)
+    x = _model_input(model, x[:n] if n else x, g)
+    torch.manual_seed(seed)
+    chunk = 1 << 16 if model.likelihood == "gaussian" else 4096
+    iw, el = [], []
+    with torch.no_grad():
+        for xb in x.split(max(1, chunk // k)):
+            xb = xb.to(model.shift.device)
+            iw.append(model.iwae(xb, k, chunk).cpu())
+            el.append(model.elbo(xb).cpu())
+    iw, el = torch.cat(iw), torch.cat(el)
+    res = dict(model="vae", data=training.load_checkpoint(ckpt, "vae")["config"]["data"], k=k, n=len(x),
+               likelihood=model.likelihood, nll_nats=float(-iw.mean()), elbo_nats=float(el.mean()))
+    dims = math.prod(model.shape)
+    if model.likelihood == "logistic":  # the protocol shared with flow.py: log p(y) = log P(k) + D log 256
+        res["nll_bpd"] = float(bits_per_dim(iw + dims * math.log(256), dims).mean())
+        print(f"IWAE-{k} NLL {res['nll_bpd']:.4f} bits/dim ({res['nll_nats']:.2f} nats; -ELBO "
+              f"{float(bits_per_dim(el + dims * math.log(256), dims).mean()):.4f} bits/dim) on {len(x)} test images")
+    else:
+        what = "test points" if model.likelihood == "gaussian" else \
+            "test images binarized (seed fixed); NOT comparable with 8-bit bits/dim"
+        print(f"IWAE-{k} NLL {res['nll_nats']:.4f} nats (-ELBO {-res['elbo_nats']:.4f}) on {len(x)} {what}")
+    return res
+
+
+if __name__ == "__main__":
+    app()
