@@ -298,6 +298,19 @@ def _log_seconds(run_dir: Path) -> list[tuple[int, float]]:
     return out
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on path + ".lock" (two bench processes may share a run folder or an output folder)."""
+    import fcntl
+
+    with open(str(path) + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _key(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -326,9 +339,12 @@ class Runs:
         else:
             per_step = (log[-1][1] if log else 1.0) / probe
         steps = int(min(200_000, max(10, budget / max(per_step, 1e-6))))
-        self.plan[key] = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
-                          "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-        self.plan_path.write_text(json.dumps(self.plan, indent=1))
+        entry = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
+                 "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        with locked(self.plan_path):  # merge with what another bench process may have written meanwhile
+            self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
+            self.plan[key] = entry
+            self.plan_path.write_text(json.dumps(self.plan, indent=1))
         shutil.rmtree(out, ignore_errors=True)
         return self.plan[key]
 
@@ -906,7 +922,8 @@ app = training.App(help="Train every generative model on the same data and budge
 def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int = 0, out: str = "bench",
         runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
         samplers_data: str = "grid25,mnist5k", verbose: bool = True) -> list[dict]:
-    """The Python entry: run one suite (or all), merge its rows into <out>/results.json, write the report."""
+    """The Python entry: run one suite (or all), merge its rows into <out>/results.json (replacing the rows of the
+    same suite and data set), write the report."""
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
     training.check(budget >= 0 and seeds >= 0 and samples >= 0 and threads >= 0,
                    "--budget, --seeds, --samples and --threads must be >= 0")
@@ -950,15 +967,17 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
                 wall_s=round(time.time() - t_start), load=load_note)
     for row in new_rows:
         row["run"] = meta
-    # merge: replace the rows of the suites just run, keep the others
+    # merge: replace the rows of the suites just run, keep the others (locked: suites may run in parallel)
     path = out_dir / "results.json"
-    old = json.loads(path.read_text()) if path.exists() else []
-    done = {row["suite"] for row in new_rows}
-    rows = [row for row in old if row.get("suite") not in done] + new_rows
-    rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()} for row in rows]
-    path.write_text(json.dumps(rows, indent=1))
-    write_markdown(rows, out_dir)
-    write_figures(rows, out_dir, r)
+    with locked(r.root / "results"):  # the lock file lives in the run folder, not next to the committed outputs
+        old = json.loads(path.read_text()) if path.exists() else []
+        done = {(row["suite"], row["data"]) for row in new_rows}  # replace what was just measured, keep the rest
+        rows = [row for row in old if (row.get("suite"), row.get("data")) not in done] + new_rows
+        rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+                for row in rows]
+        path.write_text(json.dumps(rows, indent=1))
+        write_markdown(rows, out_dir)
+        write_figures(rows, out_dir, r)
     log(f"wrote {path}, {out_dir / 'results.md'}, {out_dir / 'samples.png'}" +
         (f", {out_dir / 'fid_vs_nfe.png'}" if any(x["suite"] == "samplers" for x in rows) else "") +
         f" in {time.time() - t_start:.0f} s")
