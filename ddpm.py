@@ -397,7 +397,7 @@ def build(config: dict, shape: tuple[int, ...], num_classes: int = 0, shift=0.0,
     """The model described by a saved config (train's arguments): a UNet for images, an MLP for points."""
     if len(shape) == 3:
         net = UNet(shape[0], config["ch"], tuple(int(m) for m in config["ch_mult"].split(",")), config["attn"],
-                   num_classes, config["dropout"])
+                   num_classes, config["dropout"], config.get("patch", 1))
     else:
         net = MLP(shape[0], config["hidden"], config["depth"], num_classes)
     return DDPM(net, config["timesteps"], config["schedule"], config["prediction"], config["min_snr"], shift, scale)
@@ -428,6 +428,7 @@ def validate(config: dict) -> None:
     except ValueError:
         mult = []
     check(bool(mult) and min(mult) > 0, f"--ch-mult must be positive integers like 1,2,2, got {config['ch_mult']!r}")
+    check(config.get("patch", 1) >= 1, "--patch must be >= 1")
     check(config["ch"] > 0 and config["ch"] % 8 == 0, "--ch must be a positive multiple of 8 (GroupNorm uses 8 groups)")
 
 
@@ -446,6 +447,7 @@ def train(
     ch_mult: Annotated[str, Opt(help="UNet channel multipliers per resolution, comma-separated")] = "1,2,2",
     attn: Annotated[bool, Opt(help="self-attention at the lowest resolution")] = True,
     dropout: Annotated[float, Opt(help="dropout in the residual blocks")] = 0.0,
+    patch: Annotated[int, Opt(help="UNet stem: pixel-unshuffle p x p patches (1 = full resolution)")] = 1,
     hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
     depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
@@ -461,6 +463,7 @@ def train(
     import data as datasets
 
     validate(config)
+    training.seed_everything(seed)  # the initial weights depend on --seed alone
     ds = datasets.load(data)
     out = out or f"runs/ddpm-{data}"
     config["out"] = out
@@ -485,18 +488,6 @@ def train(
     return tr.finish(sample_fn, n=64 if ds.kind == "images" else 2000, reference=ds.x[:2000] if ds.kind == "points" else None)
 
 
-def write(x: torch.Tensor, out: str, reference=None) -> None:
-    """`.npz` -> raw samples under key x (data space); anything else -> a PNG grid or scatter."""
-    import data as datasets
-
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if out.endswith(".npz"):
-        np.savez_compressed(out, x=x.cpu().numpy())
-    else:
-        datasets.save_samples(x.cpu(), out, reference=reference)
-    print(f"wrote {out}")
-
-
 @app.command("sample")
 def sample_cmd(
     ckpt: Annotated[str, Opt(help="checkpoint written by train")] = "runs/ddpm-mnist5k/ckpt.pt",
@@ -511,6 +502,8 @@ def sample_cmd(
     seed: Annotated[int, Opt(help="random seed")] = 0,
 ) -> torch.Tensor:
     """Sample a trained model with any sampler and number of steps."""
+    import data as datasets
+
     check = training.check
     check(n > 0, f"--n must be positive, got {n}")
     check(sampler in SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -518,6 +511,7 @@ def sample_cmd(
     check(eta >= 0, f"--eta must be >= 0, got {eta}")
     check(spacing in ("lambda", "uniform"), f"unknown --spacing {spacing!r}; use lambda or uniform")
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
+    check(out is None or out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
     model = load(ckpt, device)
     check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
     dev = model.alpha_bar.device
@@ -530,7 +524,7 @@ def sample_cmd(
             x0 = sample(model.eps, model.alpha_bar, x_T, sampler, steps, eta, g, spacing, 1.0 if images else None)
         xs.append(model.denormalize(x0.float()))
     x = torch.cat(xs)
-    write(x, out or str(Path(ckpt).parent / f"samples-{sampler}-{steps}.png"))
+    datasets.write_samples(x, out or Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     return x
 
 
@@ -587,7 +581,8 @@ def invert(
     print(f"DDIM inversion with {steps} steps each way: RMSE(x_0, reconstruction) = {rmse:.4f} "
           f"(data std {x_0.std().item():.3f}); x_T std {x_T.std().item():.3f}")
     if ds.kind == "images":
-        write(model.denormalize(torch.cat([x_0, x_rec])), out or str(Path(ckpt).parent / "inversion.png"))
+        datasets.write_samples(model.denormalize(torch.cat([x_0, x_rec])), out or Path(ckpt).parent / "inversion.png",
+                               nrow=n)
     return rmse
 
 
