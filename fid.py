@@ -3,9 +3,10 @@
 Formulas (a = real features, b = generated features, rows are samples):
 - Frechet distance between N(mu1, S1) and N(mu2, S2) (Heusel et al. 2017, https://arxiv.org/abs/1706.08500, eq. 6):
       d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
-  Tr((S1 S2)^(1/2)) without scipy.linalg.sqrtm: S1 S2 is similar to the symmetric PSD matrix
-  M = S1^(1/2) S2 S1^(1/2) (conjugate by S1^(1/2)), so Tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i(M)). With S1 = U diag(l) U^T,
-  M ~ diag(sqrt l) U^T S2 U diag(sqrt l): one eigh, two matmuls and one eigvalsh, all symmetric, in float64.
+  Tr((S1 S2)^(1/2)) without scipy.linalg.sqrtm: with factors S = F F^T (Cholesky; U diag(sqrt l) from eigh when S is
+  singular) and B = F1^T F2, S1 S2 has the eigenvalues of the symmetric PSD B B^T (= F1^T S2 F1, similar to
+  S1^(1/2) S2 S1^(1/2)), so Tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i(B B^T)): two Cholesky factorizations, two matmuls
+  and one eigvalsh, in float64.
   Same value as pytorch-fid's `calculate_frechet_distance`; `python fid.py bench-sqrt` measures the speed.
 - KID (Binkowski et al. 2018, https://arxiv.org/abs/1801.01401): unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3,
       MMD^2_u = sum_{i!=j} k(a_i,a_j)/(m(m-1)) + sum_{i!=j} k(b_i,b_j)/(m(m-1)) - 2 sum_{i,j} k(a_i,b_j)/m^2,
@@ -19,15 +20,17 @@ Formulas (a = real features, b = generated features, rows are samples):
   within 3 std of its nearest mode; a mode is covered if at least one hq sample is nearest to it.
 - Class coverage on MNIST-like images: histogram of predicted classes, number of classes hit, KL(histogram || uniform).
 
-Features (`features`): "points" = raw 2-D coordinates; "mnist" = the penultimate layer (pre-activation, 128-d) of a small
-CNN trained by `python fid.py train-features` on mnist5k (weights shipped in assets/mnist_classifier.pt); "inception" =
-pytorch-fid's InceptionV3 pool3 (2048-d), only if pytorch-fid and its weights are installed.
+Features (`features`): "points" = raw coordinates; "mnist" = the 128-d penultimate layer (pre-activation, standardized
+on mnist5k train) of a small CNN trained by `python fid.py train-features` (weights in assets/mnist_classifier.pt);
+"inception" = pytorch-fid's InceptionV3 pool3 (2048-d), only if pytorch-fid and its weights are installed.
+`score(fake, real)` computes every metric that applies and returns them with a provenance record (N real, N generated,
+reference, extractor with the classifier's sha256, square-root method).
 
 Commands:
     python fid.py score samples.npz mnist5k:test          # FID, KID, P/R, IS, class coverage + provenance
     python fid.py score samples.npz grid25:test           # points: Frechet distance on coordinates + modes/hq
     python fid.py train-features                          # retrain the MNIST feature network (~2 min CPU)
-    python fid.py bench-sqrt --dim 2048                   # eigh square root vs scipy sqrtm, timed in one run
+    python fid.py bench-sqrt --dim 2048                   # this square root vs scipy sqrtm, timed in one run
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from torch import nn
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CLASSIFIER_PATH = ASSETS / "mnist_classifier.pt"
-SQRT_METHOD = "eigh: Tr((S1 S2)^1/2) = sum sqrt eig(S1^1/2 S2 S1^1/2), float64"
+SQRT_METHOD = "eigvalsh: Tr((S1 S2)^1/2) = sum sqrt eig(B B^T), B = F1^T F2, S = F F^T (Cholesky), float64"
 
 
 class MetricError(ValueError):
@@ -62,7 +65,8 @@ def as_features(x, name: str = "features", min_n: int = 2) -> np.ndarray:
     except (TypeError, ValueError) as e:
         raise MetricError(f"{name}: cannot convert to a float array ({e})") from None
     if x.ndim != 2:
-        raise MetricError(f"{name}: expected an array [N, D], got shape {tuple(x.shape)}")
+        raise MetricError(f"{name}: expected an array [N, D], got shape {tuple(x.shape)}"
+                          + (" (images: pass features(x), or use score())" if x.ndim == 4 else ""))
     if len(x) < min_n:
         raise MetricError(f"{name}: need at least {min_n} samples, got {len(x)}")
     if not np.isfinite(x).all():
@@ -78,14 +82,21 @@ def _pair(a, b, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------- Frechet distance
+def _factor(S: torch.Tensor) -> torch.Tensor:
+    """F with S = F F^T: the Cholesky factor when S is positive definite (cheap), else U diag(sqrt l) from eigh."""
+    L, info = torch.linalg.cholesky_ex(S)
+    if info == 0:
+        return L
+    l, U = torch.linalg.eigh(S)  # singular S (fewer samples than dims): S = U diag(l) U^T, l >= 0 up to round-off
+    return U * l.clamp_min(0).sqrt()
+
+
 def sqrt_trace(sigma1, sigma2) -> tuple[float, bool]:
     """Tr((S1 S2)^(1/2)) for symmetric PSD S1, S2, and whether S1 S2 is (numerically) singular."""
     S1, S2 = (torch.as_tensor(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
-    S1, S2 = (S1 + S1.mT) / 2, (S2 + S2.mT) / 2  # symmetrize the round-off of np.cov
-    l, U = torch.linalg.eigh(S1)  # S1 = U diag(l) U^T
-    s = l.clamp_min(0).sqrt()  # eigenvalues of S1^(1/2); tiny negative round-off -> 0
-    M = s[:, None] * (U.mT @ S2 @ U) * s[None, :]  # = U^T S1^(1/2) S2 S1^(1/2) U: same eigenvalues as S1 S2
-    lam = torch.linalg.eigvalsh((M + M.mT) / 2)
+    F1, F2 = _factor((S1 + S1.mT) / 2), _factor((S2 + S2.mT) / 2)  # symmetrize the round-off of np.cov
+    B = F1.mT @ F2  # eig(XY) = eig(YX) with X = F1, Y = F1^T S2: eig(S1 S2) = eig(F1^T S2 F1) = eig(B B^T)
+    lam = torch.linalg.eigvalsh(B @ B.mT)  # symmetric PSD: real eigenvalues >= 0 (up to round-off)
     tol = lam.abs().max() * len(lam) * torch.finfo(torch.float64).eps  # numpy.linalg.matrix_rank's tolerance
     return float(lam.clamp_min(0).sqrt().sum()), bool(lam.min() <= tol)
 
@@ -149,28 +160,23 @@ def kid(a, b, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dic
     return {"mean": float(mmd.mean()), "std": float(mmd.std())}
 
 
-# ----------------------------------------------------------------------------------------------------- precision / recall
-def _knn_radius(x: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
-    """Distance from each row of x to its k-th nearest other row [N] (the self-distance 0 is the first of k+1)."""
-    return torch.cat([torch.cdist(x[i:i + chunk], x).kthvalue(k + 1, dim=1).values for i in range(0, len(x), chunk)])
-
-
-def _inside(query: torch.Tensor, x: torch.Tensor, radius: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """For each query row: is it within radius_j of some x_j (inside the k-NN manifold of x)? bool [Q]"""
-    return torch.cat([(torch.cdist(query[i:i + chunk], x) <= radius[None, :]).any(1)
-                      for i in range(0, len(query), chunk)])
+# --------------------------------------------------------------------------------------------------- precision / recall
+def _manifold_fraction(query: torch.Tensor, x: torch.Tensor, k: int, chunk: int = 1024) -> float:
+    """Fraction of query rows inside the k-NN manifold of x: within radius_j of some x_j, where radius_j is the distance
+    from x_j to its k-th nearest other row (the self-distance 0 comes first among the k+1 smallest)."""
+    radius = torch.cat([torch.cdist(x[i:i + chunk], x).kthvalue(k + 1, dim=1).values for i in range(0, len(x), chunk)])
+    inside = [(torch.cdist(query[i:i + chunk], x) <= radius).any(1) for i in range(0, len(query), chunk)]  # [Q]
+    return float(torch.cat(inside).double().mean())
 
 
 def precision_recall(real, fake, k: int = 3) -> dict:
     """Improved precision and recall (Kynkaanniemi et al. 2019), k-NN balls: {"precision": float, "recall": float}."""
-    real, fake = _pair(real, fake, min_n=k + 1)
-    r, f = torch.as_tensor(real), torch.as_tensor(fake)  # float64
-    precision = _inside(f, r, _knn_radius(r, k)).double().mean()  # generated samples on the real manifold
-    recall = _inside(r, f, _knn_radius(f, k)).double().mean()  # real samples on the generated manifold
-    return {"precision": float(precision), "recall": float(recall)}
+    real, fake = (torch.as_tensor(v) for v in _pair(real, fake, min_n=k + 1))  # float64
+    return {"precision": _manifold_fraction(fake, real, k),  # generated samples on the real manifold
+            "recall": _manifold_fraction(real, fake, k)}  # real samples on the generated manifold
 
 
-# ----------------------------------------------------------------------------------------------------- IS, modes, classes
+# --------------------------------------------------------------------------------------------------- IS, modes, classes
 def inception_score(probs, splits: int = 10) -> dict:
     """IS = exp(mean_x KL(p(y|x) || p(y))) per split (Salimans et al. 2016); {"mean": float, "std": float}."""
     p = as_features(probs, "probabilities", min_n=splits)
@@ -296,13 +302,13 @@ def _inception_features(x, batch_size: int = 100) -> np.ndarray:
 
 
 def _auto(shape: tuple, extractor: str) -> str:
+    """"auto" picks by shape: [N, D] -> points, [N, 1, H, W] -> mnist, [N, 3, H, W] -> inception."""
     if extractor != "auto":
         return extractor
-    if len(shape) == 2:
-        return "points"
-    if len(shape) == 4 and shape[1] in (1, 3):
-        return "mnist" if shape[1] == 1 else "inception"
-    raise MetricError(f"cannot tell which extractor suits data of shape {shape}; expected [N, D] or [N, C, H, W]")
+    kind = "points" if len(shape) == 2 else {1: "mnist", 3: "inception"}.get(shape[1]) if len(shape) == 4 else None
+    if kind is None:
+        raise MetricError(f"cannot tell which extractor suits data of shape {shape}; expected [N, D] or [N, C, H, W]")
+    return kind
 
 
 @torch.no_grad()
@@ -380,14 +386,6 @@ def _shift(x: torch.Tensor, s: int, g: torch.Generator) -> torch.Tensor:
     return xp[torch.arange(n)[:, None, None], 0, rows, cols][:, None]  # [N, 1, 28, 28]
 
 
-@torch.no_grad()
-def standardize_features(net: MnistNet, x: torch.Tensor) -> None:
-    """Set the feature buffers to the mean and std of the raw pre-activations on the training digits x."""
-    z = net.eval().fc(net.conv(x))  # [N, 128]
-    net.feature_mean.copy_(z.mean(0))
-    net.feature_std.copy_(z.std(0).clamp_min(1e-6))
-
-
 @app.command("train-features")
 def train_features(
         epochs: Annotated[int, typer.Option(min=1, help="passes over the 4,000 mnist5k training digits")] = 10,
@@ -421,7 +419,10 @@ def train_features(
         with torch.no_grad():
             acc = float((net.eval()(test.x).argmax(1) == test.y).float().mean())
         print(f"epoch {epoch + 1}/{epochs}  loss {loss.item():.4f}  test accuracy {acc:.4f}  {time.time() - t0:.0f}s")
-    standardize_features(net, train.x)
+    with torch.no_grad():  # standardize the features: mean 0, std 1 over the training digits
+        z = net.eval().fc(net.conv(train.x))  # [N, 128] raw pre-activations
+        net.feature_mean.copy_(z.mean(0))
+        net.feature_std.copy_(z.std(0).clamp_min(1e-6))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out)
     _CLASSIFIER.clear()
@@ -513,7 +514,7 @@ def score_cmd(
 def bench_sqrt(dim: Annotated[int, typer.Option(min=2, help="feature dimension")] = 2048,
                n: Annotated[int, typer.Option(min=3, help="samples per set")] = 4096,
                repeats: Annotated[int, typer.Option(min=1, help="timings per method; the best is kept")] = 2) -> dict:
-    """Time the Frechet distance by eigh (this file) vs scipy.linalg.sqrtm (pytorch-fid's recipe), in one run."""
+    """Time the Frechet distance of this file vs scipy.linalg.sqrtm (pytorch-fid's recipe), in one run."""
     import scipy.linalg
 
     rng = np.random.default_rng(0)
@@ -524,18 +525,18 @@ def bench_sqrt(dim: Annotated[int, typer.Option(min=2, help="feature dimension")
     def reference():  # pytorch-fid's calculate_frechet_distance: sqrtm of the product, real part
         return (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
 
-    times, values = {"eigh": [], "sqrtm": []}, {}
+    times, values = {"ours": [], "sqrtm": []}, {}
     for _ in range(repeats):
-        for method, f in (("eigh", lambda: frechet_distance(mu1, s1, mu2, s2)), ("sqrtm", reference)):
+        for method, f in (("ours", lambda: frechet_distance(mu1, s1, mu2, s2)), ("sqrtm", reference)):
             t0 = time.perf_counter()
             values[method] = float(f())
             times[method].append(time.perf_counter() - t0)
-    t_eigh, t_sqrtm = min(times["eigh"]), min(times["sqrtm"])
-    rel = abs(values["eigh"] - values["sqrtm"]) / abs(values["sqrtm"])
-    print(f"dim {dim}, n {n}: eigh {t_eigh:.2f}s, scipy sqrtm {t_sqrtm:.2f}s (best of {repeats}) -> "
-          f"{t_sqrtm / t_eigh:.1f}x faster; FID {values['eigh']:.10g} vs {values['sqrtm']:.10g} "
+    t_ours, t_sqrtm = min(times["ours"]), min(times["sqrtm"])
+    rel = abs(values["ours"] - values["sqrtm"]) / abs(values["sqrtm"])
+    print(f"dim {dim}, n {n}: fid.py {t_ours:.2f}s, scipy sqrtm {t_sqrtm:.2f}s (best of {repeats}) -> "
+          f"{t_sqrtm / t_ours:.1f}x faster; FID {values['ours']:.10g} vs {values['sqrtm']:.10g} "
           f"(relative difference {rel:.1e}); torch threads {torch.get_num_threads()}")
-    return {"eigh_s": t_eigh, "sqrtm_s": t_sqrtm, "speedup": t_sqrtm / t_eigh, "rel_diff": rel}
+    return {"ours_s": t_ours, "sqrtm_s": t_sqrtm, "speedup": t_sqrtm / t_ours, "rel_diff": rel}
 
 
 if __name__ == "__main__":

@@ -93,6 +93,14 @@ def test_fewer_samples_than_dims_warns_and_stays_finite(seed, n, d):
         assert fid.frechet_distance(mu1, s1, mu2, s2) >= 0
 
 
+@given(seed=seeds, n=st.integers(2, 30), d=st.integers(1, 20))
+def test_factor_reproduces_the_covariance_singular_or_not(seed, n, d):
+    """S = F F^T from Cholesky (n > d, positive definite) or from eigh (n <= d, singular)."""
+    S = torch.as_tensor(fid.gaussian_stats(gaussian(seed, n, d))[1])
+    F = fid._factor(S)
+    assert torch.allclose(F @ F.mT, S, rtol=1e-7, atol=1e-9 * float(S.diagonal().max()))
+
+
 # ----------------------------------------------------------------------------------------------------- KID, P/R
 @settings(max_examples=6)
 @given(seed=seeds, d=st.integers(2, 16))
@@ -121,7 +129,7 @@ def test_precision_recall_sees_mode_dropping():
     assert pr["precision"] == 1.0 and 0.3 < pr["recall"] < 0.5
 
 
-# ----------------------------------------------------------------------------------------------------- IS, modes, classes
+# --------------------------------------------------------------------------------------------------- IS, modes, classes
 @given(seed=seeds, c=st.integers(2, 12), n=st.integers(10, 300), alpha=st.floats(0.01, 10))
 def test_inception_score_between_one_and_classes(seed, c, n, alpha):
     p = np.random.default_rng(seed).dirichlet(np.full(c, alpha), n)
@@ -197,7 +205,7 @@ def test_real_digits_score_well_and_collapse_is_seen():
     assert good["classes"] == 10 and good["kl_uniform"] < 0.05 and ones["kl_uniform"] > 2.0  # log 10 = 2.30
     assert good["is"] > 8 and ones["is"] < 1.5
     assert good["provenance"]["n_real"] == 1000 and good["provenance"]["n_fake"] == 500
-    assert "sha256" in good["provenance"]["extractor"] and "eigh" in good["provenance"]["sqrt"]
+    assert "sha256" in good["provenance"]["extractor"] and "Cholesky" in good["provenance"]["sqrt"]
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
