@@ -1,0 +1,152 @@
+"""ebm.py: Langevin dynamics against a Gaussian's mean and variance, the grid partition function against a closed
+form, the replay buffer's restarts, the regularized CD loss, and the commands (smoke runs, exact resume with the
+buffer, the divergence stop, one-line errors)."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import ebm
+from conftest import assert_one_line_error, run_cli
+
+
+@given(mx=st.floats(-3, 3), my=st.floats(-3, 3), s=st.floats(0.3, 3.0), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=8)
+def test_langevin_samples_a_gaussian(mx, my, s, seed):
+    """E(x) = |x - mu|^2 / (2 s^2) with noise_std = sqrt(2 h) (ULA): the chains' mean is mu and their variance
+    s^2 / (1 - h / (2 s^2)), ULA's exact stationary variance for a Gaussian (-> s^2 as h -> 0)."""
+    mu = torch.tensor([mx, my], dtype=torch.float64)
+    h = 0.05 * s ** 2
+    g = torch.Generator().manual_seed(seed)
+    x0 = mu + 3 * s * (torch.rand(4000, 2, generator=g, dtype=torch.float64) - 0.5)
+    x = ebm.langevin(lambda x: ((x - mu) ** 2).sum(1) / (2 * s ** 2), x0, 200, h, math.sqrt(2 * h), g)
+    var = s ** 2 / (1 - h / (2 * s ** 2))
+    assert torch.allclose(x.mean(0), mu, atol=5 * s / math.sqrt(4000))
+    assert x.var(0).mean().item() == pytest.approx(var, rel=0.06)
+    assert var == pytest.approx(s ** 2, rel=0.03)
+
+
+@given(step=st.floats(1e-3, 0.5))
+def test_langevin_is_the_stated_update(step):
+    """No noise, one step: x - step * grad E(x) exactly (here grad of |x|^2 / 2 is x); the clamp keeps a box."""
+    x = torch.randn(10, 3, dtype=torch.float64)
+    assert torch.allclose(ebm.langevin(lambda x: (x ** 2).sum(1) / 2, x, 1, step, 0.0), (1 - step) * x)
+    y = ebm.langevin(lambda x: -(x ** 2).sum(1), x, 5, step, 0.1, clamp=(-1.0, 1.0))
+    assert y.abs().max() <= 1
+
+
+@given(mx=st.floats(-1, 1), my=st.floats(-1, 1), s=st.floats(0.15, 0.8), c=st.floats(-5, 5))
+@settings(max_examples=10)
+def test_log_partition_of_a_gaussian_energy(mx, my, s, c):
+    """E = |u - mu|^2 / (2 s^2) + c integrates to log Z = log(2 pi s^2) - c (mass outside [-4, 4]^2 negligible)."""
+    mu = torch.tensor([mx, my])
+    log_z = ebm.log_partition(lambda u: ((u - mu) ** 2).sum(1) / (2 * s ** 2) + c, box=4.0, n=400)
+    assert float(log_z) == pytest.approx(math.log(2 * math.pi * s ** 2) - c, abs=2e-3)
+
+
+@given(restart=st.floats(0.0, 1.0))
+@settings(max_examples=10)
+def test_replay_buffer_restarts_a_fraction_and_writes_back(restart):
+    """With 0 Langevin steps, negatives are stored chains except a `restart` fraction of fresh noise, and the
+    buffer holds them afterwards."""
+    buffer = torch.full((50_000, 2), 7.0)
+    x = ebm.negatives(lambda x: x.sum(1), buffer, lambda n: torch.zeros(n, 2), 20_000, 0, 0.1, 0.0, restart)
+    fresh = (x == 0).all(1).float().mean().item()
+    assert fresh == pytest.approx(restart, abs=0.015)
+    assert ((buffer == 0).all(1).sum() > 0) == (fresh > 0)
+    assert set(torch.unique(buffer).tolist()) <= {0.0, 7.0}
+
+
+@given(alpha=st.floats(0.01, 10.0))
+@settings(max_examples=10)
+def test_regularizer_bounds_the_energy_gap(alpha):
+    """Minimizing E+ - E- + alpha (E+^2 + E-^2) over constant energies gives E+ = -1/(2 alpha), E- = 1/(2 alpha):
+    the regularizer caps the data/sample gap at 1/alpha nats (why a small alpha is needed for sharp densities)."""
+    e = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.LBFGS([e], max_iter=100)
+
+    def closure():
+        opt.zero_grad()
+        loss = ebm.cd_loss(e[:1], e[1:], alpha)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert e.detach().tolist() == pytest.approx([-1 / (2 * alpha), 1 / (2 * alpha)], rel=1e-3, abs=1e-5)
+
+
+def test_networks_map_a_batch_to_one_energy_each():
+    assert ebm.EnergyMLP(2, 16).forward(torch.randn(5, 2)).shape == (5,)
+    assert ebm.EnergyCNN((1, 28, 28), 4).forward(torch.randn(3, 1, 28, 28)).shape == (3,)
+    assert ebm.EnergyCNN((3, 32, 32), 4).forward(torch.randn(2, 3, 32, 32)).shape == (2,)
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+TINY_POINTS = ["--data", "grid25", "--steps", "3", "--hidden", "16", "--langevin-steps", "2", "--batch-size", "16",
+               "--buffer-size", "100", "--sample-steps", "2", "--device", "cpu"]
+
+
+def test_cli_points_train_sample_and_nll(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("ebm.py", "train", *TINY_POINTS, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ckpt.pt").is_file() and (out / "samples.png").is_file() and "test NLL" in proc.stdout
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["extra"]["buffer"].shape == (100, 2)  # the replay buffer is part of the checkpoint
+    nll = ebm.nll(ckpt=str(out / "ckpt.pt"), split="test", box=4.0, grid=200)
+    assert math.isfinite(nll)
+    ebm.sample(ckpt=str(out / "ckpt.pt"), n=5, out=str(tmp_path / "s.npz"), langevin_steps=3, step_size=0.0,
+               noise_std=-1.0, seed=0, device="cpu")
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (5, 2) and np.isfinite(x).all()
+
+
+def test_images_train_and_sample(tmp_path):
+    ckpt = ebm.train(data="mnist5k", steps=2, batch_size=4, ch=4, langevin_steps=2, buffer_size=8, sample_steps=2,
+                     device="cpu", out=str(tmp_path / "m"))
+    ebm.sample(ckpt=str(ckpt), n=3, out=str(tmp_path / "m.npz"), langevin_steps=2, step_size=0.0, noise_std=-1.0,
+               seed=0, device="cpu")
+    x = np.load(tmp_path / "m.npz")["x"]
+    assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1  # chains are clamped to the data box
+
+
+def test_resume_is_exact_with_the_replay_buffer(tmp_path):
+    kw = dict(data="ring8", batch_size=8, hidden=16, langevin_steps=3, buffer_size=64, sample_steps=1, device="cpu")
+    a = torch.load(ebm.train(steps=6, out=str(tmp_path / "a"), **kw), weights_only=True)
+    ebm.train(steps=3, out=str(tmp_path / "b"), **kw)
+    b = torch.load(ebm.train(steps=6, out=str(tmp_path / "b"), resume=True, **kw), weights_only=True)
+    assert torch.equal(a["extra"]["buffer"], b["extra"]["buffer"])
+    for k, v in a["models"]["model"].items():
+        assert torch.equal(v, b["models"]["model"][k]), k
+
+
+def cli(capsys, *args):
+    """Run ebm's app in this process (as `python ebm.py ...` would) and capture its exit code and stderr."""
+    capsys.readouterr()  # drop what earlier calls printed
+    with pytest.raises(SystemExit) as e:
+        ebm.app(args=[str(a) for a in args])
+    return SimpleNamespace(returncode=e.value.code, stderr=capsys.readouterr().err)
+
+
+def test_diverging_energies_stop_with_a_message(tmp_path, capsys):
+    proc = cli(capsys, "train", *TINY_POINTS, "--max-energy", "1e-9", "--out", tmp_path / "d")
+    assert_one_line_error(proc, code=1)
+    assert "diverged" in proc.stderr
+
+
+def test_bad_input_fails_with_one_line(tmp_path, capsys):
+    assert_one_line_error(run_cli("ebm.py", "train", "--steps", "-1"))
+    assert_one_line_error(cli(capsys, "train", "--data", "nope", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "train", *TINY_POINTS, "--restart", "1.5", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "train", *TINY_POINTS, "--buffer-size", "4", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02corrupt")
+    assert_one_line_error(cli(capsys, "nll", "--ckpt", bad))
+    img = ebm.train(data="mnist5k", steps=1, batch_size=2, ch=2, langevin_steps=1, buffer_size=2, sample_steps=1,
+                    device="cpu", out=str(tmp_path / "img"))
+    assert_one_line_error(cli(capsys, "nll", "--ckpt", img))  # no grid likelihood for images
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--out", tmp_path / "x.gif"))

@@ -1,0 +1,166 @@
+"""score.py: the DSM target and loss against analytic Gaussian scores, annealed Langevin on an exact mixture score,
+Tweedie's formula, and the commands (smoke runs, exact resume, one-line errors)."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import score
+from conftest import assert_one_line_error, run_cli
+
+
+def gaussian_score(mu, var):
+    """Score of N(mu, var I): -(x - mu) / var; sigma-independent wrapper for tests that fix the noise."""
+    return lambda x, sigma=None: -(x - mu) / var
+
+
+@given(mu=st.floats(-2, 2), s=st.floats(0.2, 2.0), ratio=st.floats(1 / 3, 3.0), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=15)
+def test_dsm_target_has_the_analytic_score_as_conditional_mean(mu, s, ratio, seed):
+    """x ~ N(mu, s^2): E[target | x~] is linear in x~ with slope -1 / (s^2 + sigma^2) and value mu / (s^2 + sigma^2)
+    at 0, i.e. the score of N(mu, (s^2 + sigma^2) I). Checked by least squares over 200,000 scalar pairs."""
+    g = torch.Generator().manual_seed(seed)
+    sigma = ratio * s
+    x = (mu + s * torch.randn(50_000, 4, generator=g, dtype=torch.float64))
+    x_tilde, target = score.perturb(x, torch.full((50_000,), sigma, dtype=torch.float64), g)
+    a = torch.stack([x_tilde.flatten(), torch.ones(x.numel(), dtype=torch.float64)], 1)
+    slope, intercept = torch.linalg.lstsq(a, target.flatten()[:, None]).solution.flatten().tolist()
+    v = s ** 2 + sigma ** 2
+    assert slope == pytest.approx(-1 / v, rel=0.04)
+    assert intercept == pytest.approx(mu / v, abs=0.04 / v + 0.01 * abs(mu) / v)
+
+
+@given(s=st.floats(0.3, 2.0), seed=st.integers(0, 2 ** 16), kappa=st.sampled_from([0.8, 0.9, 1.1, 1.25]),
+       shift=st.sampled_from([-0.3, 0.3]))
+@settings(max_examples=10)
+def test_dsm_loss_is_minimized_by_the_analytic_score(s, seed, kappa, shift):
+    """With the same data and noise (common random numbers), the analytic score of each noised Gaussian gives a
+    lower sigma^2-weighted DSM loss than a scaled or shifted one."""
+    mu = torch.tensor([0.5, -1.0])
+    sigmas = score.geometric_sigmas(2 * s, 0.5 * s, 4)
+    x = mu + s * torch.randn(50_000, 2, generator=torch.Generator().manual_seed(seed))
+
+    def analytic(x_t, sigma):
+        return -(x_t - mu) / (s ** 2 + sigma[:, None] ** 2)
+
+    def loss(fn):
+        return float(score.dsm_loss(fn, x, sigmas, torch.Generator().manual_seed(seed + 1)))
+
+    best = loss(analytic)
+    assert best < loss(lambda x_t, sigma: kappa * analytic(x_t, sigma))
+    assert best < loss(lambda x_t, sigma: analytic(x_t, sigma) + shift / sigma[:, None])
+
+
+@given(w=st.floats(0.2, 0.8), c=st.floats(1.5, 3.0), std=st.floats(0.05, 0.2), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=5)
+def test_annealed_langevin_reproduces_mixture_modes_and_weights(w, c, std, seed):
+    """Fed the exact score of the noised mixture w N(-c e1, std^2) + (1-w) N(c e1, std^2) (component variance
+    std^2 + sigma^2 at level sigma), Algorithm 1 from uniform noise puts mass w near -c e1, 1-w near +c e1, with
+    the spread of the last level."""
+    centers = torch.tensor([[-c, 0.0], [c, 0.0]])
+    log_w = torch.tensor([w, 1 - w]).log()
+
+    def mixture_score(x, sigma):
+        v = (std ** 2 + sigma ** 2)[:, None]  # [B, 1]
+        d = centers[None] - x[:, None]  # [B, 2, 2]: mu_k - x
+        r = (log_w - (d ** 2).sum(-1) / (2 * v)).softmax(1)  # responsibilities [B, 2]
+        return (r[..., None] * d).sum(1) / v
+
+    sigma_l = std / 2
+    sigmas = score.geometric_sigmas(3 * c, sigma_l, 10)  # sigma_1 ~ the largest distance (NCSNv2 technique 1)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand(2000, 2, generator=g) * 2 - 1
+    x = score.annealed_langevin(mixture_score, x0, sigmas, 100, eps=0.05 * std ** 2, generator=g)
+    left = x[:, 0] < 0
+    assert float(left.float().mean()) == pytest.approx(w, abs=0.05)
+    for k, part in enumerate([x[left], x[~left]]):
+        assert torch.allclose(part.mean(0), centers[k], atol=0.1 * std + 0.02)
+        assert float(part.std(0).mean()) == pytest.approx(math.sqrt(std ** 2 + sigma_l ** 2), rel=0.15)
+
+
+@given(mu=st.floats(-2, 2), s=st.floats(0.1, 2.0), sigma=st.floats(0.01, 1.0))
+def test_tweedie_step_is_the_posterior_mean(mu, s, sigma):
+    """For x ~ N(mu, s^2 I): x~ + sigma^2 grad log q_sigma(x~) = mu + s^2 / (s^2 + sigma^2) (x~ - mu) = E[x | x~]."""
+    x_tilde = torch.linspace(-3, 3, 50, dtype=torch.float64)[:, None].repeat(1, 2)
+    out = score.tweedie_denoise(gaussian_score(mu, s ** 2 + sigma ** 2), x_tilde, sigma)
+    assert torch.allclose(out, mu + s ** 2 / (s ** 2 + sigma ** 2) * (x_tilde - mu), atol=1e-9)
+
+
+@given(hi=st.floats(0.5, 50), ratio=st.floats(2, 1e4), levels=st.integers(2, 30))
+def test_geometric_sigmas(hi, ratio, levels):
+    sig = score.geometric_sigmas(hi, hi / ratio, levels).double()
+    assert sig[0] == pytest.approx(hi, rel=1e-5) and sig[-1] == pytest.approx(hi / ratio, rel=1e-4)
+    q = sig[1:] / sig[:-1]
+    assert torch.allclose(q, q[0].expand_as(q), rtol=1e-4) and float(q.max()) < 1
+
+
+def test_networks_are_conditioned_on_sigma():
+    torch.manual_seed(0)
+    for net, x in [(score.PointScore(2, 32), torch.randn(5, 2)), (score.ImageScore(1, 8), torch.randn(3, 1, 28, 28))]:
+        a, b = net(x, torch.full((len(x),), 0.1)), net(x, torch.full((len(x),), 1.0))
+        assert a.shape == x.shape and torch.isfinite(a).all()
+        assert not torch.allclose(a, b)
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+TINY_POINTS = ["--data", "grid25", "--steps", "3", "--hidden", "16", "--levels", "3", "--steps-per-level", "2",
+               "--batch-size", "32", "--device", "cpu"]
+
+
+def test_cli_points_train_and_sample(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("score.py", "train", *TINY_POINTS, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ckpt.pt").is_file() and (out / "samples.png").is_file()
+    proc = run_cli("score.py", "sample", "--ckpt", out / "ckpt.pt", "--n", "7", "--steps-per-level", "2",
+                   "--out", tmp_path / "s.npz")
+    assert proc.returncode == 0, proc.stderr
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (7, 2) and np.isfinite(x).all()
+
+
+def test_images_train_sample_and_load(tmp_path):
+    ckpt = score.train(data="mnist5k", steps=2, batch_size=4, ch=8, levels=2, steps_per_level=1, device="cpu",
+                       out=str(tmp_path / "m"))
+    model = score.load(ckpt)
+    assert torch.allclose(model.sigmas, score.geometric_sigmas(1.0, 0.01, 2))  # images: sigma_1 = 1 by default
+    score.sample(ckpt=str(ckpt), n=3, out=str(tmp_path / "m.npz"), steps_per_level=1, eps=2e-5, denoise=True,
+                 seed=0, device="cpu")
+    x = np.load(tmp_path / "m.npz")["x"]
+    assert x.shape == (3, 1, 28, 28) and np.isfinite(x).all()
+
+
+def test_points_sigma_max_follows_the_data_and_resume_is_exact(tmp_path):
+    kw = dict(data="ring8", batch_size=16, hidden=16, levels=3, steps_per_level=1, device="cpu")
+    full = score.load(score.train(steps=4, out=str(tmp_path / "a"), **kw))
+    score.train(steps=2, out=str(tmp_path / "b"), **kw)
+    resumed = score.load(score.train(steps=4, out=str(tmp_path / "b"), resume=True, **kw))
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    import data
+    z = full.normalize(data.load("ring8").x)
+    assert float(full.sigmas[0]) == pytest.approx(float(torch.cdist(z[:3000], z[:3000]).max()), rel=0.05)
+
+
+def cli(capsys, *args):
+    """Run score's app in this process (as `python score.py ...` would) and capture its exit code and stderr."""
+    capsys.readouterr()  # drop what earlier calls printed
+    with pytest.raises(SystemExit) as e:
+        score.app(args=[str(a) for a in args])
+    return SimpleNamespace(returncode=e.value.code, stderr=capsys.readouterr().err)
+
+
+def test_bad_input_fails_with_one_line(tmp_path, capsys):
+    assert_one_line_error(run_cli("score.py", "train", "--steps", "-1"))
+    assert_one_line_error(cli(capsys, "train", "--data", "nope", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "train", *TINY_POINTS, "--sigma-min", "0", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "train", *TINY_POINTS, "--sigma-max", "0.001", "--out", tmp_path / "x"))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", bad))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", bad, "--out", tmp_path / "x.jpg"))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", bad, "--n", "0"))
