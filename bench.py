@@ -787,7 +787,8 @@ def write_markdown(rows: list[dict], out: Path) -> None:
         if r.get("run") and r["run"] not in runs_seen:
             runs_seen.append(r["run"])
     parts = ["# bench.py results", "", "Produced by (one line per command whose rows are below):", ""]
-    parts += [f"- `{m['command']}` on {m['machine']}; started {m['when']}, wall time {m['wall_s']} s; {m['load']}."
+    parts += [f"- `{m['command']}` on {m['machine']}; started {m['when']}, wall time {m['wall_s']} s; {m['load']}; "
+              f"model files (sha1 of their content): " + ", ".join(f"{k}.py {v}" for k, v in m.get("code_sha1", {}).items())
               for m in runs_seen]
     parts += ["", "Each model is trained for the same wall-clock budget of training loop (steps = budget / measured "
              "seconds per step); `train s` is the loop time actually spent. Numbers are the mean (± the standard "
@@ -963,8 +964,10 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
         f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
     load_note = f"load average {load_1m:.1f} on {os.cpu_count()} cores at the start" + \
         (" (other jobs shared the CPU: timings inflated)" if load_1m > 1.5 else "")
+    code = {f.module: hashlib.sha1((ROOT / f"{f.module}.py").read_bytes()).hexdigest()[:10]
+            for f in FAMILIES.values() if (ROOT / f"{f.module}.py").exists()}  # which version of each file ran
     meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
-                wall_s=round(time.time() - t_start), load=load_note)
+                wall_s=round(time.time() - t_start), load=load_note, code_sha1=code)
     for row in new_rows:
         row["run"] = meta
     # merge: replace the rows of the suites just run, keep the others (locked: suites may run in parallel)
