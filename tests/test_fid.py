@@ -244,6 +244,23 @@ def test_cli_scores_images_and_points(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     np.savez(tmp_path / "nan.npz", x=np.full((10, 2), np.nan))
-    for args in (["missing.npz", "grid25:test"], [tmp_path / "junk.npz", "grid25:test"],
-                 [tmp_path / "nan.npz", "grid25:test"], ["grid25:test", "mnist5k:test"]):
+    for args in ([tmp_path / "junk.npz", "grid25:test"], [tmp_path / "nan.npz", "grid25:test"],
+                 ["grid25:test", "mnist5k:test"]):  # an unreadable file, NaN samples, points vs images
         assert_one_line_error(run_cli("fid.py", "score", *args))
+
+
+def test_load_samples_reads_png_folders_npz_pt_and_dataset_names(tmp_path):
+    from PIL import Image
+
+    x = data.load("mnist5k", "test").x[:12]
+    for i, img in enumerate(data.to_uint8(x)):
+        Image.fromarray(img[..., 0]).save(tmp_path / f"{i:03d}.png")
+    got, desc, _ = fid.load_samples(str(tmp_path))
+    assert got.shape == (12, 1, 28, 28) and torch.allclose(got, x, atol=1 / 127.5) and "(12)" in desc
+    torch.save({"x": x}, tmp_path / "s.pt")
+    assert torch.equal(fid.load_samples(str(tmp_path / "s.pt"))[0], x)
+    ring, _, name = fid.load_samples("ring8")  # default split: test
+    assert name == "ring8" and ring.shape == (5000, 2)
+    with pytest.raises(ValueError, match="cannot read"):
+        (tmp_path / "bad.pt").write_bytes(b"garbage")
+        fid.load_samples(str(tmp_path / "bad.pt"))
