@@ -4,7 +4,10 @@ What it optimizes (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114, eq. 3
 q(z|x) = N(mu(x), diag sigma^2(x)):
     log p(x) >= ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
 one reparameterized sample z = mu + sigma * eps per example and the closed-form KL (their Appendix B). `--beta` weights
-the KL (beta-VAE, Higgins et al. 2017); beta = 1 is the true bound. NLL is estimated with the importance-weighted bound
+the KL (beta-VAE, Higgins et al. 2017); beta = 1 is the true bound. Departure: the KL weight rises linearly from 0 over
+`--kl-warmup` steps (Sonderby et al. 2016, https://arxiv.org/abs/1602.02282): without it the moons VAE keeps one
+active unit (which moon) and leaves the position along the arc to decoder noise (IWAE NLL 1.47 nats after 10,000 steps
+without warm-up, 0.72 after 6,000 with it). NLL is estimated with the importance-weighted bound
 (IWAE, Burda et al. 2016, https://arxiv.org/abs/1509.00519, eq. 8; Theorem 1: ELBO = L_1 <= L_k <= L_k+1 -> log p(x)):
     L_k(x) = E[log (1/k) sum_i w_i],   w_i = p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x).
 Posterior collapse is watched through the active units of Burda et al. (Sec. 5.2): dims j with Cov_x(E_q[z_j]) > 0.01.
@@ -217,7 +220,8 @@ def train(
     latent_dim: Annotated[int, Opt(min=1, help="dimension of z")] = 16,
     hidden: Annotated[int, Opt(min=2, help="MLP width (points) or conv channels (images)")] = 64,
     beta: Annotated[float, Opt(min=0.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")] = 1.0,
-    steps: Annotated[int, Opt(help="optimizer steps")] = 3000,
+    kl_warmup: Annotated[int, Opt(min=0, help="steps over which the KL weight rises linearly from 0 to --beta")] = 1000,
+    steps: Annotated[int, Opt(help="optimizer steps")] = 5000,
     batch_size: Annotated[int, Opt(help="examples per step")] = 128,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
@@ -250,9 +254,10 @@ def train(
         x = _model_input(model, x)  # Bernoulli: dynamic binarization, a fresh binary image every step
         with tr.autocast():
             log_px_z, kl = tr.models["model"](x)
-        loss = -(log_px_z - beta * kl).mean()  # -ELBO_beta, nats per example
+        beta_t = beta * min(1.0, (step + 1) / kl_warmup) if kl_warmup else beta  # KL warm-up (Sonderby et al. 2016)
+        loss = -(log_px_z - beta_t * kl).mean()  # -ELBO_beta, nats per example
         log_px_z, kl = log_px_z.float(), kl.float()
-        metrics = dict(elbo=float((log_px_z - kl).detach().mean()), kl=float(kl.detach().mean()))
+        metrics = dict(elbo=float((log_px_z - kl).detach().mean()), kl=float(kl.detach().mean()), beta=beta_t)
         if lik == "logistic":
             metrics["elbo_bpd"] = float(bits_per_dim((log_px_z - kl).detach().mean() + dims * math.log(256), dims))
         if step % 100 == 0 or step + 1 == steps:
