@@ -367,7 +367,9 @@ def sample(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, x=x.numpy())
     else:
-        datasets.save_samples(x, path, title=f"flow, T = {temperature:g}" if not model.images else None)
+        ref = None if model.images else datasets.load(training.load_checkpoint(ckpt, "flow")["config"]["data"], "test").x
+        datasets.save_samples(x, path, reference=None if ref is None else ref[:2000],
+                              title=None if model.images else f"flow, T = {temperature:g}")
     print(path)
     return path
 

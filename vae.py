@@ -280,7 +280,7 @@ def sample(
     training.check(out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
     model = load(ckpt, str(training.device(device)))
     x = model.sample(n, torch.Generator(model.shift.device).manual_seed(seed)).cpu()
-    return _write(x, out, model)
+    return _write(x, out, model, reference=_test_data(model, ckpt)[:2000] if model.likelihood == "gaussian" else None)
 
 
 def _write(x: torch.Tensor, out: str, model: VAE, nrow: int | None = None, reference=None) -> Path:
