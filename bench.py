@@ -496,7 +496,7 @@ def bench_family(fam: Family, data: str, ref: Reference, runs: Runs, cfg: dict, 
 
 
 def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) -> list[dict]:
-    names = TOYS if suite == "toy" else ("mnist5k",)
+    names = cfg["data"] or (TOYS if suite == "toy" else ("mnist5k",))
     rows = []
     for data in names:
         ref = Reference(data, cfg["n_real"])
@@ -922,7 +922,7 @@ app = training.App(help="Train every generative model on the same data and budge
 
 def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int = 0, out: str = "bench",
         runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
-        samplers_data: str = "grid25,mnist5k", verbose: bool = True) -> list[dict]:
+        samplers_data: str = "grid25,mnist5k", verbose: bool = True, data: str = "") -> list[dict]:
     """The Python entry: run one suite (or all), merge its rows into <out>/results.json (replacing the rows of the
     same suite and data set), write the report."""
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
@@ -931,6 +931,8 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     names = [f.strip() for f in families.split(",") if f.strip()] or list(FAMILIES)
     unknown = [f for f in names if f not in FAMILIES]
     training.check(not unknown, f"unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)}, cfg")
+    training.check(all(d.strip() in datasets.DATASETS for d in (data or "grid25").split(",")),
+                   f"unknown --data {data!r}; use data set names, comma-separated")
     training.check(all(d.strip() in datasets.DATASETS for d in samplers_data.split(",")),
                    f"unknown --samplers-data {samplers_data!r}; use data set names, comma-separated")
     if threads:
@@ -948,7 +950,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
 
     new_rows = []
     for s in (SUITES if suite == "all" else (suite,)):
-        cfg = dict(suite=s, quick=quick, budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
+        cfg = dict(suite=s, quick=quick, data=tuple(d.strip() for d in data.split(",") if d.strip()), budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
                    seeds=seeds or (1 if quick or s != "toy" else 3),
                    n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 200),
                    n_real=500 if quick else 5000 if s == "toy" else 1000, samples=samples)
@@ -1006,9 +1008,10 @@ def main(
     = 0,
     samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers and guidance suites, comma-separated")]
     = "grid25,mnist5k",
+    data: Annotated[str, typer.Option(help="data set(s) of the toy / mnist suite (default grid25,ring8 / mnist5k)")] = "",
 ) -> None:
     """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
-    run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data)
+    run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data, data=data)
 
 
 if __name__ == "__main__":
