@@ -356,7 +356,9 @@ class Runs:
         if ckpt.exists() and side.exists():
             try:
                 ck = training.load_checkpoint(ckpt)
-                same = all(ck["config"].get(k) == v for k, v in kw.items()) and ck.get("step") == steps
+                want = dict(self.defaults(mod), **kw)  # every option of the file's current train(), not only ours
+                same = all(k in ck["config"] and ck["config"][k] == v for k, v in want.items()) and \
+                    ck.get("step") == steps
             except training.UserError:
                 same = False
             if same:
@@ -369,6 +371,20 @@ class Runs:
         info = {"train_seconds": log[-1][1] if log else wall, "train_wall_seconds": wall, "steps": steps}
         side.write_text(json.dumps(info))
         return path, dict(info, reused=False)
+
+    @staticmethod
+    def defaults(mod) -> dict:
+        """The defaults of mod.train's options (a file that gained an option since the checkpoint was written
+        no longer matches it), leaving out those that do not change the model."""
+        import inspect
+
+        skip = {"out", "device", "resume", "compile", "ckpt_every"}
+        out = {}
+        for name, p in inspect.signature(mod.train).parameters.items():
+            if name in skip or p.default is inspect.Parameter.empty:
+                continue
+            out[name] = p.default
+        return out
 
     def cache_samples(self, data: str, name: str, x: torch.Tensor) -> None:
         (self.root / "samples").mkdir(exist_ok=True)
@@ -863,8 +879,8 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
     data_names = sorted({d for d, _ in pairs}, key=lambda d: (d not in TOYS, d))
     models = [m for m in FAMILIES if any(p[1] == m for p in pairs)]
     if data_names and models:
-        fig, axes = plt.subplots(len(data_names), len(models), figsize=(1.8 * len(models), 1.9 * len(data_names)),
-                                 dpi=70, squeeze=False)
+        fig, axes = plt.subplots(len(data_names), len(models), figsize=(1.6 * len(models), 1.7 * len(data_names)),
+                                 dpi=50, squeeze=False)  # small: the figure is committed
         for i, d in enumerate(data_names):
             ref = datasets.load(d, "test").x[:1000] if d in TOYS else None
             for j, m in enumerate(models):
@@ -880,8 +896,8 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
                     ax.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=8, transform=ax.transAxes)
                     continue
                 if x.dim() == 2:
-                    ax.scatter(ref[:, 0], ref[:, 1], s=0.5, c="0.8")
-                    ax.scatter(x[:, 0], x[:, 1], s=0.5, c="tab:blue", alpha=0.6)
+                    ax.scatter(ref[:500, 0], ref[:500, 1], s=0.5, c="0.75")
+                    ax.scatter(x[:600, 0], x[:600, 1], s=0.5, c="tab:blue")
                     lim = 5.5 if d == "grid25" else 1.6
                     ax.set_xlim(-lim, lim)
                     ax.set_ylim(-lim, lim)
@@ -924,7 +940,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
         runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
         samplers_data: str = "grid25,mnist5k", verbose: bool = True, data: str = "") -> list[dict]:
     """The Python entry: run one suite (or all), merge its rows into <out>/results.json (replacing the rows of the
-    same suite and data set), write the report."""
+    same suite, data set and model), write the report."""
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
     training.check(budget >= 0 and seeds >= 0 and samples >= 0 and threads >= 0,
                    "--budget, --seeds, --samples and --threads must be >= 0")
@@ -976,8 +992,9 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     path = out_dir / "results.json"
     with locked(r.root / "results"):  # the lock file lives in the run folder, not next to the committed outputs
         old = json.loads(path.read_text()) if path.exists() else []
-        done = {(row["suite"], row["data"]) for row in new_rows}  # replace what was just measured, keep the rest
-        rows = [row for row in old if (row.get("suite"), row.get("data")) not in done] + new_rows
+        key = lambda row: (row.get("suite"), row.get("data"), row.get("model"))  # noqa: E731
+        done = {key(row) for row in new_rows}  # replace what was just measured, keep the rest
+        rows = [row for row in old if key(row) not in done] + new_rows
         rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
                 for row in rows]
         path.write_text(json.dumps(rows, indent=1))
