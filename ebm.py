@@ -2,15 +2,15 @@
 
 What it optimizes (Du & Mordatch 2019, "Implicit Generation and Generalization in Energy-Based Models",
 https://arxiv.org/abs/1903.08689): a network E_theta(x) defines p_theta(x) = exp(-E_theta(x)) / Z(theta). The gradient
-of the negative log-likelihood needs samples of the model itself (eq. 2):
+of the negative log-likelihood needs samples of the model itself:
     grad_theta -log p_theta(x+) = grad_theta E_theta(x+) - E_{x- ~ p_theta}[grad_theta E_theta(x-)],
-so each step lowers the energy of data x+ and raises that of negatives x- drawn by Langevin dynamics (eq. 3):
+so each step lowers the energy of data x+ and raises that of negatives x- drawn by Langevin dynamics:
     x^k = x^{k-1} - step_size * grad_x E_theta(x^{k-1}) + noise_std * w,   w ~ N(0, I)
 (Du & Mordatch write step_size = lambda / 2; with noise_std = sqrt(2 step_size) it is the unadjusted Langevin
 algorithm, whose stationary law approaches p_theta as the step shrinks). Z never has to be computed.
 Loss (Algorithm 1):  L = mean E(x+) - mean E(x-) + alpha * mean(E(x+)^2 + E(x-)^2),
-the second term keeping energies near zero (sec. 3.3); parameter gradients are clipped (Trainer's --grad-clip).
-The chains start from a replay buffer of past negatives (sec. 3.1; about 10,000 samples, 5% restarted from uniform
+the second term keeping energies near zero; parameter gradients are clipped (Trainer's --grad-clip).
+The chains start from a replay buffer of past negatives (about 10,000 samples, 5% restarted from uniform
 noise each step), so a short chain per step continues a long one. The buffer is Trainer state: it is checkpointed
 and restored by --resume, so resuming is exact.
 
@@ -18,21 +18,23 @@ Samples: long Langevin chains from noise (`sample --langevin-steps`). Likelihood
 partition function be computed, by integrating exp(-E) on a grid (log Z = logsumexp(-E) + log cell area); in higher
 dimension the grid grows as n^D, which is why EBMs report no likelihood on images.
 
-Departures, all marked in the code: images use Du & Mordatch / JEM-style chains (step 1, noise 0.01: far colder than
-ULA's sqrt(2) = 1.4, so the "samples" are a tempered sampler's, not p_theta's) and are clamped to [-1, 1] after each
-step; points use ULA proper (noise_std = sqrt(2 step_size)) by default, so the grid likelihood describes the sampler's
-own target.
+Departures, all marked in the code. Images use Du & Mordatch / JEM-style cold chains (step 1, noise 0.01, far below
+ULA's sqrt(2) = 1.4, so the samples are a tempered sampler's, not p_theta's; Grathwohl et al. 2019,
+https://arxiv.org/abs/1912.03263) clamped to [-1, 1] after each step. Points use ULA proper (noise_std =
+sqrt(2 step_size)), so the grid likelihood describes the sampler's own target; the energy MLP reads Fourier features
+of the point and includes a Gaussian base measure |x|^2 / (2 * 2^2); the training chains step at 1e-3 and the final
+chains at 1e-4, because the learned wells become too narrow for ULA at 1e-3 (see DEFAULTS).
 
 Algorithm -> function:
     energy networks (MLP for points, CNN for images)     -> EnergyMLP, EnergyCNN, EBM
-    Langevin dynamics (eq. 3)                            -> langevin
-    replay buffer with 5% restarts (sec. 3.1)            -> negatives
+    Langevin dynamics                                    -> langevin
+    replay buffer with 5% restarts                       -> negatives
     contrastive divergence loss + regularizer (Alg. 1)   -> cd_loss
     exact log-likelihood on 2-D points (grid)            -> log_partition, EBM.nll
 
 Commands:
     python ebm.py train                                  # mnist5k on CPU, ~10 min -> runs/ebm-mnist5k/
-    python ebm.py sample --langevin-steps 500 --out digits.png
+    python ebm.py sample --langevin-steps 1000 --out digits.png
     python ebm.py train --data grid25                    # 2-D toy, MLP energy
     python ebm.py nll --ckpt runs/ebm-grid25/ckpt.pt     # exact NLL (nats) on the test points by grid integration
     torchrun --nproc_per_node=2 ebm.py train             # DDP (gloo on CPU, NCCL on GPU)
@@ -87,17 +89,22 @@ class EnergyCNN(nn.Module):
 
 class EBM(nn.Module):
     """An energy network working in a normalized space x = (data - shift) / scale (identity for images in [-1, 1];
-    the train set's mean and std for points, so one set of hyperparameters fits every toy)."""
+    the train set's mean and std for points, so one set of hyperparameters fits every toy).
+    base_std > 0 adds |x|^2 / (2 base_std^2), i.e. p(x) ~ exp(-net(x)) N(x; 0, base_std^2 I): a departure for points
+    that keeps exp(-E) integrable and turns chains back where the network was never trained (far from the data)."""
 
-    def __init__(self, net: nn.Module, shape: tuple[int, ...], shift=0.0, scale=1.0):
+    def __init__(self, net: nn.Module, shape: tuple[int, ...], shift=0.0, scale=1.0, base_std: float = 0.0):
         super().__init__()
-        self.net, self.shape = net, tuple(shape)
+        self.net, self.shape, self.base_std = net, tuple(shape), base_std
         self.images = len(self.shape) == 3
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
 
     def forward(self, x):
-        return self.net(x)
+        E = self.net(x)  # [B]
+        if self.base_std > 0:
+            E = E + (x ** 2).flatten(1).sum(1) / (2 * self.base_std ** 2)  # Gaussian base measure
+        return E
 
     def normalize(self, x):
         return (x - self.shift) / self.scale
@@ -121,7 +128,7 @@ class EBM(nn.Module):
 # ----------------------------------------------------------------------------------------------------- sampler
 def langevin(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float, noise_std: float,
              generator: torch.Generator | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
-    """x <- x - step_size * grad_x E(x) + noise_std * N(0, I), `steps` times (eq. 3; energy_fn: [B, ...] -> [B]).
+    """x <- x - step_size * grad_x E(x) + noise_std * N(0, I), `steps` times (energy_fn: [B, ...] -> [B]).
     With noise_std = sqrt(2 step_size) this is the unadjusted Langevin algorithm. `clamp` (a departure used by
     Du & Mordatch's code for images) projects x back into a box after each step. Returns a detached tensor."""
     x = x.detach().clone()
@@ -139,7 +146,7 @@ def langevin(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
 def negatives(energy_fn: Callable, buffer: torch.Tensor, fresh: Callable[[int], torch.Tensor], batch_size: int,
               steps: int, step_size: float, noise_std: float, restart: float = 0.05,
               clamp: tuple[float, float] | None = None) -> torch.Tensor:
-    """Replay buffer (sec. 3.1): take batch_size stored chains, restart a fraction `restart` of them from noise,
+    """Replay buffer (Du & Mordatch): take batch_size stored chains, restart a fraction `restart` of them from noise,
     run `steps` Langevin steps, write them back in place, return them as the negatives x-."""
     idx = torch.randint(len(buffer), (batch_size,), device=buffer.device)
     x = buffer[idx]
@@ -178,23 +185,44 @@ import typer  # noqa: E402
 import training  # noqa: E402
 
 app = training.App(help="Energy-based model: contrastive divergence with Langevin negatives and a replay buffer.")
-DEFAULT_CHAIN = {"images": (1.0, 0.01), "points": (1e-3, math.sqrt(2e-3))}  # (step_size, noise_std) for 0 / -1
+# What the 0 / -1 defaults of train's options mean, by data kind. Images: Du & Mordatch / JEM-style cold chains (step
+# 1, noise 0.01; Grathwohl et al. 2019), lr 1e-4. Points: ULA; training chains at step 1e-3, final samples at 1e-4,
+# because the learned wells get narrow enough that ULA at 1e-3 is unstable in them (measured on grid25: 25/25 modes,
+# ~45% high quality at 1e-4; 8-11 modes, ~1% at 3e-4), lr 1e-3.
+DEFAULTS = {"images": dict(lr=1e-4, step_size=1.0, noise_std=0.01, sample_step_size=1.0),
+            "points": dict(lr=1e-3, step_size=1e-3, noise_std=-1.0, sample_step_size=1e-4)}
 
 
 def build(config: dict) -> EBM:
     """The untrained model that a config describes; train sets shift/scale, load reads them."""
     shape = tuple(config["shape"])
     if config["kind"] == "points":
-        return EBM(EnergyMLP(shape[0], config["hidden"], octaves=config["octaves"]), shape, torch.zeros(shape), torch.ones(shape))
+        net = EnergyMLP(shape[0], config["hidden"], octaves=config["octaves"])
+        return EBM(net, shape, torch.zeros(shape), torch.ones(shape), config["base_std"])
     return EBM(EnergyCNN(shape, config["ch"]), shape)
 
 
-def chain_settings(config: dict) -> tuple[float, float, tuple[float, float] | None]:
-    """(step_size, noise_std, clamp) of the training chains, resolving the 0 / -1 defaults."""
-    step, noise = DEFAULT_CHAIN[config["kind"]]
-    step = config["step_size"] or step
-    noise = noise if config["noise_std"] < 0 else config["noise_std"]
-    return step, noise, (-1.0, 1.0) if config["kind"] == "images" else None  # images live in [-1, 1]
+def resolve(config: dict, name: str) -> float:
+    """An option's value, or the default for the data kind when it was left at 0 (-1 for noise_std)."""
+    value = config[name]
+    unset = value < 0 if name == "noise_std" else value == 0  # noise 0 is a valid choice (gradient descent)
+    return DEFAULTS[config["kind"]][name] if unset else value
+
+
+def train_chain(config: dict) -> tuple[float, float, tuple[float, float] | None]:
+    """(step_size, noise_std, clamp) of the training chains; noise -1 means ULA, sqrt(2 step_size)."""
+    step, noise = resolve(config, "step_size"), resolve(config, "noise_std")
+    return step, math.sqrt(2 * step) if noise < 0 else noise, (-1.0, 1.0) if config["kind"] == "images" else None
+
+
+def chain_settings(config: dict, step_size: float = 0.0) -> tuple[float, float, tuple[float, float] | None]:
+    """(step_size, noise_std, clamp) of the sampling chains: the training chains' temperature (ULA for points,
+    noise 0.01 for images) at step `step_size`, or at the config's sample_step_size when that is 0."""
+    step, noise, clamp = train_chain(config)
+    sample_step = step_size or resolve(config, "sample_step_size")
+    if config["kind"] == "points" and resolve(config, "noise_std") < 0:
+        noise = math.sqrt(2 * sample_step)  # ULA at the sampling step
+    return sample_step, noise, clamp
 
 
 def load(path: str | Path, device: str = "cpu") -> EBM:
@@ -223,14 +251,16 @@ def train(
     = "mnist5k",
     steps: Annotated[int, typer.Option(help="training steps")] = 1000,
     batch_size: Annotated[int, typer.Option(help="data examples (and negatives) per step")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate; 0 = 1e-4 for images, 1e-3 for points")] = 0.0,
     alpha: Annotated[float, typer.Option(help="energy regularizer alpha * (E+^2 + E-^2); it caps the data/sample "
                                              "energy gap near 1/alpha")] = 0.01,
     langevin_steps: Annotated[int, typer.Option(help="K, Langevin steps per training step")] = 20,
-    step_size: Annotated[float, typer.Option(help="Langevin step; 0 = 1.0 for images (JEM), 1e-3 for points "
-                                                  "(normalized units)")] = 0.0,
+    step_size: Annotated[float, typer.Option(help="step of the training chains; 0 = 1.0 for images (JEM), 1e-3 for "
+                                                  "points (normalized units)")] = 0.0,
     noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = 0.01 for images (JEM), sqrt(2 step) = ULA "
                                                   "for points")] = -1.0,
+    sample_step_size: Annotated[float, typer.Option(help="step of the sampling chains; 0 = 1.0 for images, 1e-4 "
+                                                         "for points")] = 0.0,
     buffer_size: Annotated[int, typer.Option(help="replay buffer size")] = 10_000,
     restart: Annotated[float, typer.Option(help="fraction of chains restarted from noise each step")] = 0.05,
     grad_clip: Annotated[float, typer.Option(help="clip the parameter gradient norm (0 = off)")] = 1.0,
@@ -238,8 +268,10 @@ def train(
     ch: Annotated[int, typer.Option(help="CNN base channels (images)")] = 16,
     hidden: Annotated[int, typer.Option(help="MLP width (points)")] = 128,
     octaves: Annotated[int, typer.Option(help="Fourier-feature octaves of the MLP input (points; 0 = plain x)")] = 4,
+    base_std: Annotated[float, typer.Option(help="Gaussian base measure N(0, base_std^2) in normalized units "
+                                                 "(points; 0 = none)")] = 2.0,
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights used to sample")] = 0.999,
-    sample_steps: Annotated[int, typer.Option(help="Langevin steps from noise for the final samples.png")] = 500,
+    sample_steps: Annotated[int, typer.Option(help="Langevin steps from noise for the final samples.png")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "auto",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     out: Annotated[str, typer.Option(help="output folder; default runs/ebm-<data>")] = "",
@@ -251,7 +283,8 @@ def train(
 
     check = training.check
     check(langevin_steps >= 1 and sample_steps >= 1, "--langevin-steps and --sample-steps must be positive")
-    check(step_size >= 0, f"--step-size must be >= 0 (0 = default), got {step_size}")
+    check(lr >= 0 and step_size >= 0 and sample_step_size >= 0, "--lr, --step-size and --sample-step-size must be "
+          ">= 0 (0 = the default for the data)")
     check(noise_std >= 0 or noise_std == -1, f"--noise-std must be >= 0 (or -1 = default), got {noise_std}")
     check(buffer_size >= batch_size, f"--buffer-size ({buffer_size}) must be at least --batch-size ({batch_size})")
     check(0 <= restart <= 1, f"--restart must be in [0, 1], got {restart}")
@@ -264,9 +297,10 @@ def train(
     if ds.kind == "points":  # normalize toys by the train set's mean and std
         model.shift.copy_(ds.x.mean(0))
         model.scale.copy_(ds.x.std(0))
-    step, noise, clamp = chain_settings(config)
+    step, noise, clamp = train_chain(config)
     buffer = model.noise(buffer_size, torch.Generator().manual_seed(seed))  # [buffer_size, *shape], uniform noise
-    tr = training.Trainer("ebm", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
+    tr = training.Trainer("ebm", config, {"model": model}, ds, steps=steps, batch_size=batch_size,
+                          lr=resolve(config, "lr"),
                           out=out or f"runs/ebm-{data}", device=device, seed=seed, resume=resume,
                           ema_decay=ema_decay, grad_clip=grad_clip or None,
                           extra={"buffer": buffer})
@@ -285,7 +319,7 @@ def train(
         tr.step(cd_loss(E_pos, E_neg, alpha), e_pos=E_pos.mean().detach(), e_neg=E_neg.mean().detach())
 
     def sample_fn(n):
-        return generate(tr.sampling_model(), n, sample_steps, step, noise)
+        return generate(tr.sampling_model(), n, sample_steps, *chain_settings(config)[:2])
 
     path = tr.finish(sample_fn, n=1000 if ds.kind == "points" else 64,
                      reference=ds.x[:5000] if ds.kind == "points" else None)
@@ -301,15 +335,13 @@ def sample(
     n: Annotated[int, typer.Option(help="number of samples")] = 64,
     out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples, key x); default "
                                           "<ckpt folder>/sample.png")] = "",
-    langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 500,
-    step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the training chains' step")] = 0.0,
-    noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the training chains' noise")] = -1.0,
+    langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 1000,
+    step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step")] = 0.0,
+    noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the checkpoint's sampling noise")] = -1.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "cpu",
 ) -> Path:
     """Draw samples by long Langevin chains from noise."""
-    import numpy as np
-
     import data as datasets
 
     training.check(n >= 1, f"--n must be positive, got {n}")
@@ -319,18 +351,12 @@ def sample(
     path = Path(out or Path(ckpt).parent / "sample.png")
     training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     model = load(ckpt, training.device(device))
-    step, noise, _ = chain_settings(model.config)
+    step, noise, _ = chain_settings(model.config, step_size)  # by default what train's samples.png used
     torch.manual_seed(seed)
-    x = generate(model, n, langevin_steps, step_size or step, noise if noise_std < 0 else noise_std,
+    x = generate(model, n, langevin_steps, step, noise if noise_std < 0 else noise_std,
                  torch.Generator().manual_seed(seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".npz":
-        np.savez_compressed(path, x=x.numpy())
-    else:
-        ref = datasets.load(model.config["data"], "test").x if model.config["kind"] == "points" else None
-        datasets.save_samples(x, path, reference=ref)
-    print(f"samples: {path}")
-    return path
+    ref = datasets.load(model.config["data"], "test").x if model.config["kind"] == "points" else None
+    return datasets.write_samples(x, path, reference=ref)  # .npz: raw samples under key x; .png: grid or scatter
 
 
 @app.command()

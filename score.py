@@ -6,17 +6,19 @@ blurred by Gaussian noise, q_sigma = p_data * N(0, sigma^2 I), at L noise levels
 sequence). For one level, denoising score matching (Vincent 2011) minimizes (eq. 5)
     l(theta; sigma) = 1/2 E_{x ~ p_data, x~ ~ N(x, sigma^2 I)} || s_theta(x~, sigma) + (x~ - x) / sigma^2 ||^2,
 whose minimizer is the score of q_sigma; over all levels with weight lambda(sigma) = sigma^2 (eq. 6)
-    L(theta) = 1/L sum_i sigma_i^2 l(theta; sigma_i) = 1/L sum_i 1/2 E || sigma_i s_theta(x~, sigma_i) + z ||^2,  z ~ N(0, I).
+    L(theta) = 1/L sum_i sigma_i^2 l(theta; sigma_i) = 1/L sum_i 1/2 E || sigma_i s_theta(x~, sigma_i) + z ||^2
+with x~ = x + sigma_i z, z ~ N(0, I).
 No likelihood and no partition function appear anywhere: the score of exp(-E)/Z does not depend on Z.
 Sampling runs Langevin dynamics at each level in turn, from the largest sigma to the smallest (Algorithm 1), then
-optionally one denoising step x + sigma_L^2 s_theta(x, sigma_L) (Tweedie's formula, Efron 2011; recommended by
-Jolicoeur-Martineau et al. 2021 https://arxiv.org/abs/2009.05475 and used in NCSNv2).
+optionally one denoising step x + sigma_L^2 s_theta(x, sigma_L) (Tweedie's formula, Efron 2011; the final denoising
+step recommended by Jolicoeur-Martineau et al. 2021, https://arxiv.org/abs/2009.05475).
 
-Networks. Points: a residual MLP that reads the point's Fourier features, with log sigma's features in each block. Images: a small UNet (28 -> 14 -> 7)
-conditioned on log sigma through the embedding added in every residual block. Both output net(x, sigma) / sigma:
-the NCSNv2 parametrization (Song & Ermon 2020, https://arxiv.org/abs/2006.09011, technique 3, there without the
-conditioning input), which makes the target sigma * s = -z of unit scale at every level. sigma_1 is chosen from the
-data's spread for points (NCSNv2 technique 1: about the largest pairwise distance of the training points).
+Networks. Points: a residual MLP on the point's Fourier features, with features of log sigma added in every block.
+Images: a small UNet (28 -> 14 -> 7) conditioned on log sigma through an embedding added in every residual block.
+Both output net(x, sigma) / sigma: the NCSNv2 parametrization (Song & Ermon 2020, https://arxiv.org/abs/2006.09011,
+technique 3, there without the conditioning input), which makes the target sigma * s = -z of unit scale at every
+level. sigma_1 is chosen from the data's spread for points (NCSNv2 technique 1: about the largest pairwise distance
+of the training points); images keep Song & Ermon 2019's sigma_1 = 1, sigma_L = 0.01, L = 10.
 
 Algorithm -> function:
     geometric noise levels sigma_1 > ... > sigma_L        -> geometric_sigmas
@@ -154,8 +156,9 @@ def max_pairwise_distance(x: torch.Tensor, n: int = 4000) -> float:
 
 # ----------------------------------------------------------------------------------------------------- loss
 def perturb(x: torch.Tensor, sigma: torch.Tensor, generator=None):
-    """x~ = x + sigma z, z ~ N(0, I), and the DSM target grad_x~ log N(x~; x, sigma^2 I) = -(x~ - x) / sigma^2 = -z / sigma
-    (eq. 5). sigma: [B]. Its conditional mean E[target | x~] is the score of q_sigma (Vincent 2011)."""
+    """x~ = x + sigma z, z ~ N(0, I), and the DSM target (eq. 5)
+    grad_x~ log N(x~; x, sigma^2 I) = -(x~ - x) / sigma^2 = -z / sigma,  with sigma: [B].
+    Its conditional mean E[target | x~] is the score of q_sigma (Vincent 2011), which is why eq. 5 learns it."""
     z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     s = sigma.view(-1, *[1] * (x.dim() - 1))  # [B] -> [B, 1, ...]
     return x + s * z, -z / s
@@ -251,6 +254,7 @@ def train(
     steps: Annotated[int, typer.Option(help="training steps")] = 3000,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    warmup: Annotated[int, typer.Option(help="linear learning-rate warm-up steps")] = 100,
     levels: Annotated[int, typer.Option(help="L, the number of noise levels")] = 10,
     sigma_max: Annotated[float, typer.Option(help="sigma_1; 0 = choose: 1.0 for images (Song & Ermon 2019), the "
                                                   "largest pairwise distance of the normalized data for points")] = 0.0,
@@ -270,6 +274,7 @@ def train(
     config = dict(locals())  # every option above, saved in the checkpoint
     import data as datasets
 
+    training.check(warmup >= 0, f"--warmup must be >= 0, got {warmup}")
     training.check(levels >= 1, f"--levels must be at least 1, got {levels}")
     training.check(sigma_min > 0 and sigma_max >= 0, "--sigma-min must be positive and --sigma-max >= 0")
     training.check(ch >= 8 and ch % 8 == 0 and hidden >= 1, f"--ch must be a positive multiple of 8 (GroupNorm), "
@@ -287,7 +292,7 @@ def train(
     model.sigmas.copy_(geometric_sigmas(s1, sigma_min, levels))
     tr = training.Trainer("score", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/score-{data}", device=device, seed=seed, resume=resume,
-                          ema_decay=ema_decay)
+                          ema_decay=ema_decay, warmup=warmup)
     sigmas = model.sigmas.to(tr.dev)
     for step, (x, _) in tr:
         with tr.autocast():
@@ -314,8 +319,6 @@ def sample(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "cpu",
 ) -> Path:
     """Draw samples by annealed Langevin dynamics (Algorithm 1)."""
-    import numpy as np
-
     import data as datasets
 
     training.check(n >= 1, f"--n must be positive, got {n}")
@@ -326,15 +329,8 @@ def sample(
     model = load(ckpt, training.device(device))
     torch.manual_seed(seed)
     x = generate(model, n, steps_per_level, eps, denoise, torch.Generator().manual_seed(seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".npz":
-        np.savez_compressed(path, x=x.numpy())
-    else:
-        cfg = model.config
-        ref = datasets.load(cfg["data"], "test").x if cfg["kind"] == "points" else None
-        datasets.save_samples(x, path, reference=ref)
-    print(f"samples: {path}")
-    return path
+    ref = datasets.load(model.config["data"], "test").x if model.config["kind"] == "points" else None
+    return datasets.write_samples(x, path, reference=ref)  # .npz: raw samples under key x; .png: grid or scatter
 
 
 if __name__ == "__main__":

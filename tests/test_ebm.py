@@ -84,6 +84,18 @@ def test_networks_map_a_batch_to_one_energy_each():
     assert ebm.EnergyCNN((3, 32, 32), 4).forward(torch.randn(2, 3, 32, 32)).shape == (2,)
 
 
+def test_chain_defaults_by_data_kind():
+    """0 / -1 defaults: points train ULA at 1e-3 and sample ULA at 1e-4; images use cold clamped chains."""
+    cfg = dict(kind="points", lr=0.0, step_size=0.0, noise_std=-1.0, sample_step_size=0.0)
+    assert ebm.train_chain(cfg) == pytest.approx((1e-3, math.sqrt(2e-3), None))
+    assert ebm.chain_settings(cfg) == pytest.approx((1e-4, math.sqrt(2e-4), None))
+    assert ebm.chain_settings(cfg, 0.01)[:2] == pytest.approx((0.01, math.sqrt(0.02)))  # ULA at any step
+    assert ebm.chain_settings(dict(cfg, noise_std=0.0), 0.01)[1] == 0.0  # an explicit noise wins
+    img = dict(cfg, kind="images")
+    assert ebm.train_chain(img) == ebm.chain_settings(img) == (1.0, 0.01, (-1.0, 1.0))
+    assert ebm.resolve(img, "lr") == 1e-4 and ebm.resolve(cfg, "lr") == 1e-3
+
+
 # ----------------------------------------------------------------------------------------------------- commands
 TINY_POINTS = ["--data", "grid25", "--steps", "3", "--hidden", "16", "--langevin-steps", "2", "--batch-size", "16",
                "--buffer-size", "100", "--sample-steps", "2", "--device", "cpu"]
