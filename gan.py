@@ -1,0 +1,355 @@
+"""GAN: a generator and a discriminator in a two-player game; DCGAN for images, an MLP GAN for 2-D points.
+
+What it optimizes (Goodfellow et al. 2014, https://arxiv.org/abs/1406.2661, eq. 1):
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))],   D(x) = sigmoid(logit(x)).
+G is trained with the non-saturating loss -log D(G(z)) (same paper, sec. 3). Alternatives here: the hinge loss
+(Lim & Ye 2017, https://arxiv.org/abs/1705.02894; Miyato et al. 2018 eq. 16) and WGAN-GP (Gulrajani et al. 2017,
+https://arxiv.org/abs/1704.00028, Algorithm 1: critic loss D(x~) - D(x) + lambda (||grad D(x^)||_2 - 1)^2,
+lambda = 10, n_critic critic steps per G step). Stabilizers: spectral normalization of every D layer (Miyato et al.
+2018, https://arxiv.org/abs/1802.05957), separate learning rates for G and D (TTUR, Heusel et al. 2017,
+https://arxiv.org/abs/1706.08500), an exponential moving average of G's weights for sampling (Yazici et al. 2019,
+https://arxiv.org/abs/1806.04498), and packing: D judges k samples at once (PacGAN, Lin et al. 2018,
+https://arxiv.org/abs/1712.04086), which penalizes a G that drops modes.
+
+Algorithm -> function:
+    DCGAN generator / discriminator (Radford et al. 2016, https://arxiv.org/abs/1511.06434) -> ConvG / ConvD
+    MLP generator / discriminator for 2-D points                                            -> MLPG / MLPD
+    D and G losses: bce (non-saturating), hinge, wgan-gp                                    -> d_loss / g_loss
+    gradient penalty, WGAN-GP Algorithm 1 lines 4-8                                         -> gradient_penalty
+    alternating updates, n_critic D steps per G step                                        -> train
+The training log (runs/gan-<data>/metrics.jsonl) holds what a practitioner watches: loss_D, loss_G, the mean D output
+on real and fake batches (d_real, d_fake: logits for bce), the gradient norms of D and G (grad_norm_D, grad_norm_G),
+and on grid25 / ring8 the modes covered and the high-quality fraction (PacGAN definitions, fid.mode_coverage).
+
+Commands:
+    python gan.py train                        # DCGAN on mnist5k -> runs/gan-mnist5k/ (CPU time not yet measured)
+    python gan.py sample --out digits.png      # EMA generator; .npz writes the raw samples (key x)
+    python gan.py train --data grid25          # stable default (modes/hq over seeds: not yet measured)
+    python gan.py train --data grid25 --plain  # the plain GAN (no SN, one lr, no EMA, no packing)
+    python gan.py train --loss wgan-gp --n-critic 5 --no-sn --data grid25    # WGAN-GP
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+RAW = 1.0  # TEMP
+LOSSES = ("bce", "hinge", "wgan-gp")
+
+
+# ----------------------------------------------------------------------------------------------------- networks
+def _sn(layer: nn.Module, on: bool) -> nn.Module:
+    """Spectral norm: W / sigma(W), sigma estimated by one power iteration per forward pass (Miyato et al. alg. 1)."""
+    return spectral_norm(layer) if on else layer
+
+
+class MLPG(nn.Module):
+    """z [B, z_dim] -> point [B, 2] in raw coordinates. The net works on standardized points: x = mean + std * net(z)."""
+
+    def __init__(self, z_dim: int = 16, width: int = 256, depth: int = 3, dim: int = 2):
+        super().__init__()
+        layers, d = [], z_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            d = width
+        self.net = nn.Sequential(*layers, nn.Linear(d, dim))
+        self.z_dim = z_dim
+        self.register_buffer("mean", torch.zeros(dim))  # training-set mean and std, filled in by train
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.std * self.net(z)
+
+
+class MLPD(nn.Module):
+    """points [B, 2] -> logits [B / pack]: standardize, optionally map each point to Fourier features, then pack k
+    points into one input. Fourier features gamma(x) = [sin(2 pi x B), cos(2 pi x B)], B ~ N(0, sigma^2) fixed (Tancik
+    et al. 2020, https://arxiv.org/abs/2006.10739): a plain ReLU MLP learns the 25 sharp bumps of grid25 (std 0.05,
+    2 apart) only after many thousands of steps (spectral bias), so D cannot tell G's blur from the data; with the
+    features it resolves them in a few hundred. This is our departure from the papers' plain MLP D."""
+
+    def __init__(self, width: int = 256, depth: int = 3, pack: int = 1, sn: bool = True, dim: int = 2,
+                 fourier: int = 0, sigma: float = 1.0):
+        super().__init__()
+        self.register_buffer("B", torch.randn(dim, fourier) * sigma)  # [2, m] random frequencies (m = 0: off)
+        layers, d = [], (dim + 2 * fourier) * pack
+        for _ in range(depth):
+            layers += [_sn(nn.Linear(d, width), sn), nn.LeakyReLU(0.2)]
+            d = width
+        self.net = nn.Sequential(*layers, _sn(nn.Linear(d, 1), sn))
+        self.pack = pack
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x - self.mean) / self.std
+        if self.B.shape[1]:
+            f = 2 * math.pi * h @ self.B  # [B, 2] -> [B, m]
+            h = torch.cat([h * RAW, f.sin(), f.cos()], 1)  # [x, gamma(x)]: [B, 2 + 2m]
+        return self.net(h.reshape(-1, h.shape[1] * self.pack)).squeeze(1)  # pack: [B, f] -> [B/k, kf]
+
+
+class ConvG(nn.Module):
+    """DCGAN generator: z [B, z_dim] -> 4x4 -> 8x8 -> 16x16 -> 32x32 by stride-2 transposed convolutions with
+    BatchNorm + ReLU, tanh output (Radford et al. sec. 3). 28x28 data: the centre 28x28 of the 32x32 output is kept."""
+
+    def __init__(self, z_dim: int = 64, ch: int = 32, shape: tuple = (1, 28, 28)):
+        super().__init__()
+        c = shape[0]
+
+        def up(i, o):  # doubles the resolution
+            return [nn.ConvTranspose2d(i, o, 4, 2, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+        self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, 4 * ch, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * ch),
+                                 nn.ReLU(), *up(4 * ch, 2 * ch), *up(2 * ch, ch),
+                                 nn.ConvTranspose2d(ch, c, 4, 2, 1), nn.Tanh())
+        self.z_dim, self.shape = z_dim, tuple(shape)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.net(z[:, :, None, None])  # [B, z_dim, 1, 1] -> [B, C, 32, 32]
+        top, left = (32 - self.shape[1]) // 2, (32 - self.shape[2]) // 2
+        return x[:, :, top:top + self.shape[1], left:left + self.shape[2]]  # crop back to the data's size
+
+
+class ConvD(nn.Module):
+    """DCGAN discriminator: images [B, C, H, W] (padded with -1, the background, to 32x32) -> logits [B / pack]:
+    stride-2 convolutions with LeakyReLU(0.2). Departure: no BatchNorm in D, so D(x) depends on x alone, which the
+    gradient penalty needs (Gulrajani et al. sec. 4) and which SN-DCGAN also does (Miyato et al. table 3)."""
+
+    def __init__(self, ch: int = 32, shape: tuple = (1, 28, 28), pack: int = 1, sn: bool = True):
+        super().__init__()
+        c = shape[0] * pack  # k packed images are stacked along channels
+
+        def down(i, o):  # halves the resolution
+            return [_sn(nn.Conv2d(i, o, 4, 2, 1), sn), nn.LeakyReLU(0.2)]
+
+        self.net = nn.Sequential(*down(c, ch), *down(ch, 2 * ch), *down(2 * ch, 4 * ch),
+                                 _sn(nn.Conv2d(4 * ch, 1, 4, 1, 0), sn))  # 32 -> 16 -> 8 -> 4 -> 1
+        self.pack = pack
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dh, dw = 32 - x.shape[2], 32 - x.shape[3]
+        x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=-1.0)  # [B, C, 28, 28] -> [B, C, 32, 32]
+        x = x.reshape(-1, x.shape[1] * self.pack, 32, 32)  # [B, C, 32, 32] -> [B/k, kC, 32, 32]
+        return self.net(x).flatten()
+
+
+# ----------------------------------------------------------------------------------------------------- losses
+def d_loss(d_real: torch.Tensor, d_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """D's loss from its outputs (logits / critic values) on a real and a fake batch, averaged."""
+    if kind == "bce":  # -log sigmoid(r) - log(1 - sigmoid(f)) = softplus(-r) + softplus(f)   (eq. 1, negated)
+        return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    if kind == "hinge":  # max(0, 1 - r) + max(0, 1 + f)   (Miyato et al. eq. 16)
+        return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+    if kind == "wgan-gp":  # D(x~) - D(x), WGAN-GP Algorithm 1 line 7, without the penalty (added in train)
+        return d_fake.mean() - d_real.mean()
+    raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+
+
+def g_loss(d_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """G's loss from D's outputs on a fake batch."""
+    if kind == "bce":  # non-saturating: -log sigmoid(f) = softplus(-f)   (Goodfellow et al. sec. 3)
+        return F.softplus(-d_fake).mean()
+    if kind in ("hinge", "wgan-gp"):  # -D(G(z))   (Algorithm 1 line 11; Miyato et al. eq. 17)
+        return -d_fake.mean()
+    raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator=None) -> torch.Tensor:
+    """E[(||grad_x^ D(x^)||_2 - 1)^2] at x^ = eps x + (1 - eps) x~, eps ~ U[0, 1] (WGAN-GP Algorithm 1 lines 4-8).
+    The norm is taken per critic output, so with packing it is the gradient w.r.t. the k packed samples together."""
+    eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, generator=generator)
+    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)  # create_graph: the penalty is trained
+    grad = grad.reshape(out.shape[0], -1)  # [B, ...] -> [outputs, k * dims of one sample]
+    return (grad.norm(dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(critic, real: torch.Tensor) -> torch.Tensor:
+    """R1 = E_x[||grad_x D(x)||^2] on real data (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406, eq. 9):
+    D is pushed to be flat on the data, which makes the game converge locally instead of circling."""
+    x = real.detach().requires_grad_(True)
+    out = critic(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.reshape(out.shape[0], -1).pow(2).sum(1).mean()  # [B, ...] -> [outputs, k * dims]
+
+
+def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32."""
+    c = config
+    if len(shape) == 1:
+        return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0]),
+                MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0], c["fourier"], c["fourier_scale"]))
+    return ConvG(c["z_dim"], c["channels"], shape), ConvD(c["channels"], shape, c["pack"], c["sn"])
+
+
+@torch.no_grad()
+def generate(G: nn.Module, n: int, generator=None, batch_size: int = 1000) -> torch.Tensor:
+    """n samples x = G(z), z ~ N(0, I), in data space (raw coordinates; images in [-1, 1])."""
+    dev = next(G.parameters()).device
+    return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=dev, generator=generator))
+                      for i in range(0, n, batch_size)])
+
+
+# ----------------------------------------------------------------------------------------------------- commands
+import os  # noqa: E402  (the commands below use data.py and training.py; the part above is standalone)
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import numpy as np  # noqa: E402
+import typer  # noqa: E402
+
+import training  # noqa: E402
+
+app = training.App(help="GAN: DCGAN (images) and MLP GAN (points); bce / hinge / WGAN-GP, spectral norm, TTUR, EMA.")
+Opt = typer.Option
+
+
+def coverage(x: torch.Tensor, name: str) -> dict | None:
+    """PacGAN mode coverage {"modes", "hq"} of points x on grid25 / ring8 (None for other data)."""
+    import data as datasets
+    import fid
+
+    if name not in datasets.MODES:
+        return None
+    centers, std = datasets.MODES[name]
+    return fid.mode_coverage(x.float().cpu(), centers, std)
+
+
+@app.command()
+def train(
+    data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
+    steps: Annotated[int, Opt(help="G steps (each after n-critic D steps)")] = 3000,
+    batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
+    loss: Annotated[str, Opt(help="bce (non-saturating), hinge or wgan-gp")] = "bce",
+    lr: Annotated[float, Opt(help="learning rate of G")] = 1e-4,
+    lr_d: Annotated[float, Opt(help="learning rate of D (TTUR: larger than G's)")] = 4e-4,
+    beta1: Annotated[float, Opt(help="Adam beta1 (both nets)")] = 0.5,
+    beta2: Annotated[float, Opt(help="Adam beta2 (both nets)")] = 0.9,
+    n_critic: Annotated[int, Opt(help="D steps per G step (WGAN-GP uses 5)")] = 1,
+    gp_weight: Annotated[float, Opt(help="lambda of the gradient penalty (wgan-gp)")] = 10.0,
+    r1: Annotated[float, Opt(help="gamma of the R1 penalty gamma/2 E||grad D(x)||^2 on real data (0 = off)")] = 0.0,
+    sn: Annotated[bool, Opt(help="spectral normalization of every D layer")] = True,
+    pack: Annotated[int, Opt(help="PacGAN: D judges this many samples at once (1 = off)")] = 1,
+    ema_decay: Annotated[float, Opt(help="EMA decay of G's sampling weights (0 = off)")] = 0.999,
+    z_dim: Annotated[int, Opt(help="latent dimension")] = 64,
+    channels: Annotated[int, Opt(help="DCGAN base channels (images)")] = 32,
+    width: Annotated[int, Opt(help="MLP width (points)")] = 256,
+    depth: Annotated[int, Opt(help="MLP hidden layers (points)")] = 3,
+    fourier: Annotated[int, Opt(help="Fourier features of each point at D's input (points; 0 = plain MLP D)")] = 128,
+    fourier_scale: Annotated[float, Opt(help="std of their frequencies, in cycles per data std (points)")] = 1.6,
+    eval_every: Annotated[int, Opt(help="mode coverage of 2,500 EMA samples every N steps (grid25/ring8; 0 = end only)")] = 500,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+    out: Annotated[str | None, Opt(help="run folder (default runs/gan-<data>)")] = None,
+    resume: Annotated[bool, Opt(help="continue the run in --out from its checkpoint")] = False,
+    ckpt_every: Annotated[int, Opt(help="checkpoint every N steps")] = 500,
+) -> Path:
+    """Train a GAN (alternating D and G steps) and write ckpt.pt, samples.png and metrics.jsonl to the run folder."""
+    config = dict(locals())
+    import data as datasets
+
+    check = training.check
+    check(loss in LOSSES, f"unknown --loss {loss!r}; use one of {', '.join(LOSSES)}")
+    for name in ("steps", "batch_size", "n_critic", "pack", "z_dim", "channels", "width", "depth"):
+        check(config[name] > 0, f"--{name.replace('_', '-')} must be positive, got {config[name]}")
+    check(batch_size % pack == 0, f"--batch-size ({batch_size}) must be a multiple of --pack ({pack})")
+    check(0 <= beta1 < 1 and 0 <= beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+    check(gp_weight >= 0 and r1 >= 0 and eval_every >= 0, "--gp-weight, --r1 and --eval-every must be >= 0")
+    check((loss != "wgan-gp" and r1 == 0) or int(os.environ.get("WORLD_SIZE", 1)) == 1,
+          "--loss wgan-gp and --r1 need double backward, which DDP does not support; use bce or hinge under torchrun")
+    ds = datasets.load(data)
+    check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), f"DCGAN takes images up to 32x32")
+    out = out or f"runs/gan-{data}"
+    config["out"] = out
+    training.seed_everything(seed)  # the initial weights depend on the seed
+    G, D = build(config, ds.shape)
+    if ds.kind == "points":  # standardize points inside both nets, so one set of hyperparameters fits every toy
+        for m in (G, D):
+            m.mean.copy_(ds.x.mean(0))
+            m.std.copy_(ds.x.std(0))
+    tr = training.Trainer("gan", config, {"G": G, "D": D}, ds, steps=steps, batch_size=batch_size,
+                          lr={"G": lr, "D": lr_d}, betas=(beta1, beta2), out=out, device=device, seed=seed,
+                          resume=resume, ema="G", ema_decay=ema_decay, grad_clip=None, ckpt_every=ckpt_every,
+                          extra={"shape": list(ds.shape)})  # no clipping: the gradient norms are a diagnostic
+    D_raw = tr.raw["D"]
+    eval_g = torch.Generator(tr.dev)
+    for step, (x, _) in tr:
+        G_, D_ = tr.models["G"], tr.models["D"]
+        for i in range(n_critic):  # D steps: Algorithm 1 lines 2-9 (a fresh real batch for each)
+            if i > 0:
+                x = tr.x[tr.batches.next().to(tr.dev)]
+            with torch.no_grad():
+                x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev))  # x~ = G(z)
+            with tr.autocast():
+                d_real, d_fake = D_(x), D_(x_fake)
+                L_D = d_loss(d_real, d_fake, loss)
+                gp = gradient_penalty(D_, x, x_fake) if loss == "wgan-gp" else torch.zeros(())
+                L_D = L_D + gp_weight * gp
+                if r1 > 0:
+                    L_D = L_D + r1 / 2 * r1_penalty(D_, x)
+            tr.step(L_D, part="D", d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean(),
+                    gp=gp.detach())
+        D_raw.requires_grad_(False)  # G step: gradients flow through D to G but D's own weights get none
+        with tr.autocast():
+            L_G = g_loss(D_raw(G_(torch.randn(batch_size, G.z_dim, device=tr.dev))), loss)
+        tr.step(L_G, part="G")
+        D_raw.requires_grad_(True)
+        if data in datasets.MODES and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
+            eval_g.manual_seed(seed)  # a generator of its own: evaluating does not change the training noise
+            tr.log(**coverage(generate(tr.sampling_model(), 2500, eval_g), data))
+
+    ckpt = tr.finish(lambda n: generate(tr.sampling_model(), n), n=64 if ds.kind == "images" else 2500,
+                     reference=ds.x[:2500] if ds.kind == "points" else None)
+    if data in datasets.MODES and tr.is_main:
+        cov = coverage(generate(tr.sampling_model(), 2500, eval_g.manual_seed(seed)), data)
+        print(f"{data}: {cov['modes']} modes covered, {100 * cov['hq']:.1f}% high quality (2,500 EMA samples)")
+    return ckpt
+
+
+def load(path: str | Path, device: str = "cpu", ema: bool = True) -> nn.Module:
+    """The generator of a checkpoint (EMA weights unless ema=False), in eval mode, ready to sample."""
+    ckpt = training.load_checkpoint(path, "gan")
+    G, _ = build(ckpt["config"], tuple(ckpt["extra"]["shape"]))
+    G.load_state_dict(training.ema_state(ckpt, "G") if ema else ckpt["models"]["G"])
+    return G.to(training.device(device)).eval()
+
+
+@app.command("sample")
+def sample_cmd(
+    ckpt: Annotated[str, Opt(help="checkpoint written by train")] = "runs/gan-mnist5k/ckpt.pt",
+    n: Annotated[int, Opt(help="number of samples")] = 64,
+    out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
+    ema: Annotated[bool, Opt(help="sample the EMA generator (--no-ema: the last raw weights)")] = True,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    seed: Annotated[int, Opt(help="random seed")] = 0,
+) -> torch.Tensor:
+    """Draw n samples x = G(z); on grid25 / ring8 also print the modes covered and the high-quality fraction."""
+    import data as datasets
+
+    training.check(n > 0, f"--n must be positive, got {n}")
+    G = load(ckpt, device, ema)
+    name = training.load_checkpoint(ckpt, "gan")["config"]["data"]
+    dev = next(G.parameters()).device
+    x = generate(G, n, torch.Generator(dev).manual_seed(seed)).float().cpu()
+    out = out or str(Path(ckpt).parent / "sample.png")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if out.endswith(".npz"):
+        np.savez_compressed(out, x=x.numpy())
+    else:
+        ref = datasets.load(name).x[:2500] if x.dim() == 2 else None
+        datasets.save_samples(x, out, reference=ref)
+    print(f"wrote {n} samples to {out}")
+    cov = coverage(x, name)
+    if cov is not None:
+        print(f"{name}: {cov['modes']} modes covered, {100 * cov['hq']:.1f}% high quality ({n} samples)")
+    return x
+
+
+if __name__ == "__main__":
+    app()

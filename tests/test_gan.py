@@ -1,0 +1,162 @@
+"""gan.py: loss identities at known logits, the gradient penalty, spectral norm, shapes, resume, CLI smoke runs."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gan
+from conftest import assert_one_line_error, run_cli
+
+logits = st.lists(st.floats(-15, 15, allow_nan=False), min_size=1, max_size=16).map(
+    lambda v: torch.tensor(v, dtype=torch.float64))
+
+
+@given(logits, logits)
+def test_bce_losses_are_the_log_likelihoods_of_eq1(r, f):
+    # D: -log sigmoid(r) - log(1 - sigmoid(f)); G (non-saturating): -log sigmoid(f)
+    expect_d = -torch.log(torch.sigmoid(r)).mean() - torch.log(1 - torch.sigmoid(f)).mean()
+    assert torch.allclose(gan.d_loss(r, f, "bce"), expect_d, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(gan.g_loss(f, "bce"), -torch.log(torch.sigmoid(f)).mean(), rtol=1e-9, atol=1e-9)
+
+
+def test_bce_at_zero_logits_is_log4_and_stays_finite_at_huge_logits():
+    z = torch.zeros(5)
+    assert math.isclose(gan.d_loss(z, z, "bce").item(), 2 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(gan.g_loss(z, "bce").item(), math.log(2), rel_tol=1e-6)
+    big = torch.full((3,), 1e4)
+    assert gan.d_loss(big, -big, "bce").item() == 0.0  # a perfect D: zero loss, no overflow
+    assert math.isclose(gan.g_loss(-big, "bce").item(), 1e4, rel_tol=1e-6)  # softplus(1e4) = 1e4, not inf
+
+
+@given(logits, logits)
+def test_hinge_and_wasserstein_losses(r, f):
+    assert torch.allclose(gan.d_loss(r, f, "hinge"), (1 - r).clamp(min=0).mean() + (1 + f).clamp(min=0).mean())
+    assert torch.allclose(gan.d_loss(r.abs() + 1, -f.abs() - 1, "hinge"), torch.zeros((), dtype=r.dtype))
+    assert torch.allclose(gan.d_loss(r, f, "wgan-gp"), f.mean() - r.mean())
+    assert torch.allclose(gan.d_loss(r, f, "wgan-gp"), -gan.d_loss(f, r, "wgan-gp"))  # antisymmetric
+    for kind in ("hinge", "wgan-gp"):
+        assert torch.allclose(gan.g_loss(f, kind), -f.mean())
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="unknown loss"):
+        gan.d_loss(torch.zeros(1), torch.zeros(1), "lsgan")
+
+
+@settings(max_examples=15)
+@given(st.integers(0, 10_000), st.sampled_from([(2,), (1, 6, 6)]), st.sampled_from([1, 2]),
+       st.floats(0.25, 4.0))
+def test_gradient_penalty_vanishes_iff_the_critic_has_unit_gradient(seed, shape, pack, scale):
+    g = torch.Generator().manual_seed(seed)
+    dim = pack * math.prod(shape)
+    w = torch.randn(dim, generator=g, dtype=torch.float64)
+    w = w / w.norm()  # |w| = 1
+
+    def critic(x, w=w):  # f(x) = w . x over the k packed samples: gradient w everywhere
+        return x.reshape(-1, dim) @ w
+
+    real = torch.randn(4 * pack, *shape, generator=g, dtype=torch.float64)
+    fake = 3 * torch.randn(4 * pack, *shape, generator=g, dtype=torch.float64)
+    assert gan.gradient_penalty(critic, real, fake, g).item() < 1e-12
+    # f = s w.x has gradient norm s everywhere: penalty (s - 1)^2, and R1 = s^2
+    assert math.isclose(gan.gradient_penalty(lambda x: scale * critic(x), real, fake, g).item(), (scale - 1) ** 2,
+                        rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(gan.r1_penalty(lambda x: scale * critic(x), real).item(), scale ** 2, rel_tol=1e-9)
+
+
+def test_gradient_penalty_trains_the_critic():
+    D = gan.MLPD(width=16, depth=2, sn=False)
+    gp = gan.gradient_penalty(D, torch.randn(8, 2), torch.randn(8, 2))
+    gp.backward()  # create_graph=True: the penalty has a gradient w.r.t. D's weights
+    weights = [p for p in D.parameters() if p.dim() == 2]  # (the last bias does not change grad_x D: no gradient)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights)
+
+
+@settings(max_examples=5)
+@given(st.integers(0, 1000))
+def test_spectral_norm_brings_the_largest_singular_value_to_one(seed):
+    torch.manual_seed(seed)
+    D = gan.MLPD(width=32, depth=2, sn=True).train()
+    with torch.no_grad():
+        for p in D.parameters():
+            p.mul_(5.0)  # far from norm 1 before normalization
+        for _ in range(30):  # one power iteration per training-mode forward pass
+            D(torch.randn(8, 2))
+    linears = [m for m in D.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    for m in linears:
+        assert torch.linalg.matrix_norm(m.parametrizations.weight.original, 2) > 2  # the raw weight is large
+        assert abs(torch.linalg.matrix_norm(m.weight.detach(), 2).item() - 1) < 0.02  # W / sigma(W)
+
+
+def test_shapes_padding_and_packing():
+    G, D = gan.ConvG(z_dim=8, ch=4, shape=(1, 28, 28)), gan.ConvD(ch=4, shape=(1, 28, 28), pack=2)
+    x = G(torch.randn(6, 8))
+    assert x.shape == (6, 1, 28, 28) and x.abs().max() <= 1  # 32x32 output cropped back to 28x28, tanh range
+    assert D(x).shape == (3,)  # 6 images judged in packs of 2
+    Gp, Dp = gan.build(dict(z_dim=4, width=8, depth=2, pack=4, sn=True, channels=4, fourier=8, fourier_scale=1.6), (2,))
+    assert Gp(torch.randn(8, 4)).shape == (8, 2) and Dp(torch.randn(8, 2)).shape == (2,)
+    # D sees the padding as background: padding a 28x28 image with -1 is what D does to it itself
+    D1 = gan.ConvD(ch=4, shape=(1, 28, 28), pack=1)
+    D32 = gan.ConvD(ch=4, shape=(1, 32, 32), pack=1)
+    D32.load_state_dict(D1.state_dict())
+    assert torch.allclose(D1(x), D32(F.pad(x, (2, 2, 2, 2), value=-1.0)))
+
+
+def test_resume_with_several_critic_steps_is_exact(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    kw = dict(data="ring8", batch_size=16, width=16, depth=2, z_dim=4, n_critic=2, loss="hinge", device="cpu",
+              eval_every=0, ckpt_every=1000)
+    a = gan.train(steps=6, out=str(tmp_path / "a"), **kw)
+    gan.train(steps=3, out=str(tmp_path / "b"), **kw)
+    b = gan.train(steps=6, out=str(tmp_path / "b"), resume=True, **kw)
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    for part in ("G", "D"):
+        for k, v in sa["models"][part].items():
+            assert torch.equal(v, sb["models"][part][k]), (part, k)
+
+
+def test_cli_points(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("gan.py", "train", "--data", "grid25", "--steps", "4", "--batch-size", "32", "--width", "16",
+                   "--depth", "2", "--pack", "2", "--loss", "wgan-gp", "--n-critic", "2", "--device", "cpu",
+                   "--out", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "modes covered" in proc.stdout
+    log = (run / "metrics.jsonl").read_text().splitlines()
+    assert all(k in log[-1] for k in ("d_real", "d_fake", "grad_norm_D", "grad_norm_G", "modes", "hq"))
+    proc = run_cli("gan.py", "sample", "--ckpt", run / "ckpt.pt", "--n", "100", "--out", tmp_path / "s.npz")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (100, 2) and np.isfinite(x).all()
+    assert "modes covered" in proc.stdout
+
+
+def test_cli_mnist5k(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("gan.py", "train", "--steps", "2", "--batch-size", "8", "--channels", "4", "--z-dim", "8",
+                   "--device", "cpu", "--out", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (run / "samples.png").exists()
+    proc = run_cli("gan.py", "sample", "--ckpt", run / "ckpt.pt", "--n", "5", "--out", tmp_path / "s.npz")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x = np.load(tmp_path / "s.npz")["x"]
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1  # same space as the data
+    G = gan.load(run / "ckpt.pt")
+    assert not G.training and G(torch.randn(2, 8)).shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--steps", "-1"],
+    ["train", "--loss", "minimax"],
+    ["train", "--data", "nope"],
+    ["train", "--data", "grid25", "--batch-size", "10", "--pack", "4"],
+    ["sample", "--ckpt", "missing/ckpt.pt"],
+])
+def test_bad_input_is_one_line(args, tmp_path):
+    assert_one_line_error(run_cli("gan.py", *args, "--out", tmp_path / "x" if args[0] == "train" else
+                                  tmp_path / "x.png"))
