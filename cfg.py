@@ -21,12 +21,16 @@ Departures from the paper: ddpm.py's discrete T = 1000 linear schedule and min-S
 continuous-time model; image samplers clamp the predicted x_0 to [-1, 1] after guidance (ddpm.sample's x0_clip),
 which keeps large s from saturating the pixels; the guidance scale is the same at every step, as in the paper.
 
-Commands:
-    python cfg.py train                                # mnist5k + labels, ddpm.py's default UNet -> runs/cfg-mnist5k/
-    python cfg.py sample --guidance 2                  # one row per digit -> runs/cfg-mnist5k/samples-all-s2.png
+Commands (times measured on a 2-core CPU shared with other jobs, 1 thread):
+    python cfg.py train                  # mnist5k + labels, ddpm.py's default UNet; 15 min CPU -> runs/cfg-mnist5k/
+    python cfg.py sample --guidance 2    # one row per digit, 16 s CPU -> runs/cfg-mnist5k/samples-all-s2.png
     python cfg.py sample --label 7 --guidance 3 --n 64 --sampler ddim --steps 50
-    python cfg.py sweep                                # FID, precision, recall, accuracy against s -> sweep.{md,json,png}
-    python cfg.py train --data grid25 --steps 3000     # 2-D toy; the label is the mode index (25 classes)
+    python cfg.py sweep                  # FID, P/R, accuracy, IS against s; 25 min CPU -> sweep.{md,json,png}
+    python cfg.py train --data grid25 --steps 3000   # 2-D toy; the label is the mode index (25 classes)
+Measured by `python cfg.py sweep` (1000 samples per scale, FID on fid.py's MNIST features against mnist5k:test): FID
+12.0 (s = 0), 4.2 (s = 1), 2.9 (s = 1.5, best), 4.9 (s = 2), 10.1 (s = 3), 17.2 (s = 5); precision 0.56 -> 0.83 and
+label accuracy 0.10 -> 1.00 rise with s while recall falls 0.88 -> 0.25: as in Ho & Salimans' Table 1, FID is best at
+small guidance and the (MNIST) inception score keeps rising (5.7 -> 9.5).
 """
 from __future__ import annotations
 
@@ -241,7 +245,7 @@ def sample_cmd(
     eta: Annotated[float, Opt(help="DDIM stochasticity: 0 deterministic, 1 = ancestral")] = 0.0,
     spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
     batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
-    out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (keys x, y); default next to the checkpoint")] = None,
+    out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (keys x, y); default: next to the ckpt")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
     seed: Annotated[int, Opt(help="random seed")] = 0,
 ) -> torch.Tensor:
@@ -280,7 +284,7 @@ def sweep(
     sampler: Annotated[str, Opt(help="ddpm (ancestral), ddim or dpm++2m")] = "dpm++2m",
     steps: Annotated[int, Opt(help="sampler steps")] = 20,
     batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
-    out: Annotated[str | None, Opt(help="folder for sweep.md, sweep.json, sweep.png (default: the checkpoint's)")] = None,
+    out: Annotated[str | None, Opt(help="folder for sweep.md, .json, .png (default: the checkpoint's)")] = None,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
     seed: Annotated[int, Opt(help="random seed (the same noise and labels at every scale)")] = 0,
 ) -> list[dict]:
@@ -348,7 +352,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     s = [r["s"] for r in rows]
     panels = [("FID (lower is better)", ["fid"]), ("precision / recall", ["precision", "recall"]),
-              ("label accuracy", ["accuracy"])] + ([("inception score (MNIST classifier)", ["is"])] if "is" in rows[0] else [])
+              ("label accuracy", ["accuracy"])]
+    if "is" in rows[0]:
+        panels.append(("inception score (MNIST classifier)", ["is"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), dpi=100)
     for ax, (name, keys) in zip(axes, panels):
         for k in keys:
