@@ -329,7 +329,7 @@ def sweep(
     folder = Path(out or Path(ckpt).parent)
     folder.mkdir(parents=True, exist_ok=True)
     prov = fid.provenance(len(real), len(y), f"{data}:test", "mnist" if images else "points")
-    prov.update(sampler=sampler, steps=steps, network_calls=2 * steps, ckpt=str(ckpt),
+    prov.update(sampler=sampler, steps=steps, nfe=2 * steps, ckpt=str(ckpt),  # per sample: [x, x] each step
                 accuracy="fid.py MNIST classifier" if images else "10-NN label of the train points")
     (folder / "sweep.json").write_text(json.dumps({"provenance": prov, "rows": rows}, indent=1))
     cols = ["s", "w", "fid", "precision", "recall", "accuracy"] + (["is"] if images else [])
