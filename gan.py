@@ -37,7 +37,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-RAW = 1.0  # TEMP
 LOSSES = ("bce", "hinge", "wgan-gp")
 
 
@@ -66,17 +65,11 @@ class MLPG(nn.Module):
 
 
 class MLPD(nn.Module):
-    """points [B, 2] -> logits [B / pack]: standardize, optionally map each point to Fourier features, then pack k
-    points into one input. Fourier features gamma(x) = [sin(2 pi x B), cos(2 pi x B)], B ~ N(0, sigma^2) fixed (Tancik
-    et al. 2020, https://arxiv.org/abs/2006.10739): a plain ReLU MLP learns the 25 sharp bumps of grid25 (std 0.05,
-    2 apart) only after many thousands of steps (spectral bias), so D cannot tell G's blur from the data; with the
-    features it resolves them in a few hundred. This is our departure from the papers' plain MLP D."""
+    """points [B, 2] -> logits [B / pack]: standardize, then pack k points into one input of 2k numbers (PacGAN)."""
 
-    def __init__(self, width: int = 256, depth: int = 3, pack: int = 1, sn: bool = True, dim: int = 2,
-                 fourier: int = 0, sigma: float = 1.0):
+    def __init__(self, width: int = 256, depth: int = 3, pack: int = 1, sn: bool = True, dim: int = 2):
         super().__init__()
-        self.register_buffer("B", torch.randn(dim, fourier) * sigma)  # [2, m] random frequencies (m = 0: off)
-        layers, d = [], (dim + 2 * fourier) * pack
+        layers, d = [], dim * pack
         for _ in range(depth):
             layers += [_sn(nn.Linear(d, width), sn), nn.LeakyReLU(0.2)]
             d = width
@@ -86,11 +79,8 @@ class MLPD(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = (x - self.mean) / self.std
-        if self.B.shape[1]:
-            f = 2 * math.pi * h @ self.B  # [B, 2] -> [B, m]
-            h = torch.cat([h * RAW, f.sin(), f.cos()], 1)  # [x, gamma(x)]: [B, 2 + 2m]
-        return self.net(h.reshape(-1, h.shape[1] * self.pack)).squeeze(1)  # pack: [B, f] -> [B/k, kf]
+        h = ((x - self.mean) / self.std).reshape(-1, x.shape[1] * self.pack)  # [B, 2] -> [B/k, 2k]
+        return self.net(h).squeeze(1)
 
 
 class ConvG(nn.Module):
@@ -170,21 +160,12 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator=N
     return (grad.norm(dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(critic, real: torch.Tensor) -> torch.Tensor:
-    """R1 = E_x[||grad_x D(x)||^2] on real data (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406, eq. 9):
-    D is pushed to be flat on the data, which makes the game converge locally instead of circling."""
-    x = real.detach().requires_grad_(True)
-    out = critic(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.reshape(out.shape[0], -1).pow(2).sum(1).mean()  # [B, ...] -> [outputs, k * dims]
-
-
 def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32."""
     c = config
     if len(shape) == 1:
         return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0]),
-                MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0], c["fourier"], c["fourier_scale"]))
+                MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0]))
     return ConvG(c["z_dim"], c["channels"], shape), ConvD(c["channels"], shape, c["pack"], c["sn"])
 
 
@@ -210,6 +191,13 @@ app = training.App(help="GAN: DCGAN (images) and MLP GAN (points); bce / hinge /
 Opt = typer.Option
 
 
+# Defaults that differ by kind of data (None in train's signature). Images: SN-DCGAN with TTUR (Miyato et al.,
+# Heusel et al.). Points: the stable recipe measured in the README (no SN: a 1-Lipschitz D cannot resolve grid25's
+# 0.05-wide modes in a few thousand steps; packing against collapse; larger batches and learning rates).
+DEFAULTS = {"images": dict(steps=3000, batch_size=64, lr=1e-4, lr_d=4e-4, beta2=0.9, sn=True, pack=1),
+            "points": dict(steps=6000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2)}
+
+
 def coverage(x: torch.Tensor, name: str) -> dict | None:
     """PacGAN mode coverage {"modes", "hq"} of points x on grid25 / ring8 (None for other data)."""
     import data as datasets
@@ -224,25 +212,22 @@ def coverage(x: torch.Tensor, name: str) -> dict | None:
 @app.command()
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
-    steps: Annotated[int, Opt(help="G steps (each after n-critic D steps)")] = 3000,
-    batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
+    steps: Annotated[int | None, Opt(help="G steps, each after n-critic D steps (images 3000, points 6000)")] = None,
+    batch_size: Annotated[int | None, Opt(help="examples per step, per process (images 64, points 512)")] = None,
     loss: Annotated[str, Opt(help="bce (non-saturating), hinge or wgan-gp")] = "bce",
-    lr: Annotated[float, Opt(help="learning rate of G")] = 1e-4,
-    lr_d: Annotated[float, Opt(help="learning rate of D (TTUR: larger than G's)")] = 4e-4,
+    lr: Annotated[float | None, Opt(help="learning rate of G (images 1e-4, points 5e-4)")] = None,
+    lr_d: Annotated[float | None, Opt(help="learning rate of D; TTUR: larger than G's (images 4e-4, points 1e-3)")] = None,
     beta1: Annotated[float, Opt(help="Adam beta1 (both nets)")] = 0.5,
-    beta2: Annotated[float, Opt(help="Adam beta2 (both nets)")] = 0.9,
+    beta2: Annotated[float | None, Opt(help="Adam beta2, both nets (images 0.9, points 0.999)")] = None,
     n_critic: Annotated[int, Opt(help="D steps per G step (WGAN-GP uses 5)")] = 1,
     gp_weight: Annotated[float, Opt(help="lambda of the gradient penalty (wgan-gp)")] = 10.0,
-    r1: Annotated[float, Opt(help="gamma of the R1 penalty gamma/2 E||grad D(x)||^2 on real data (0 = off)")] = 0.0,
-    sn: Annotated[bool, Opt(help="spectral normalization of every D layer")] = True,
-    pack: Annotated[int, Opt(help="PacGAN: D judges this many samples at once (1 = off)")] = 1,
+    sn: Annotated[bool | None, Opt("--sn/--no-sn", help="spectral norm on every D layer (images on, points off)")] = None,
+    pack: Annotated[int | None, Opt(help="PacGAN: D judges k samples at once, 1 = off (images 1, points 2)")] = None,
     ema_decay: Annotated[float, Opt(help="EMA decay of G's sampling weights (0 = off)")] = 0.999,
     z_dim: Annotated[int, Opt(help="latent dimension")] = 64,
     channels: Annotated[int, Opt(help="DCGAN base channels (images)")] = 32,
-    width: Annotated[int, Opt(help="MLP width (points)")] = 256,
+    width: Annotated[int, Opt(help="MLP width (points)")] = 128,
     depth: Annotated[int, Opt(help="MLP hidden layers (points)")] = 3,
-    fourier: Annotated[int, Opt(help="Fourier features of each point at D's input (points; 0 = plain MLP D)")] = 128,
-    fourier_scale: Annotated[float, Opt(help="std of their frequencies, in cycles per data std (points)")] = 1.6,
     eval_every: Annotated[int, Opt(help="mode coverage of 2,500 EMA samples every N steps (grid25/ring8; 0 = end only)")] = 500,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
     seed: Annotated[int, Opt(help="random seed")] = 0,
@@ -255,15 +240,19 @@ def train(
     import data as datasets
 
     check = training.check
+    ds = datasets.load(data)
+    for k, v in DEFAULTS[ds.kind].items():  # options left at None take the default of the data's kind
+        config[k] = v if config[k] is None else config[k]
+    steps, batch_size, lr, lr_d, beta2, sn, pack = (config[k] for k in DEFAULTS["points"])
     check(loss in LOSSES, f"unknown --loss {loss!r}; use one of {', '.join(LOSSES)}")
     for name in ("steps", "batch_size", "n_critic", "pack", "z_dim", "channels", "width", "depth"):
         check(config[name] > 0, f"--{name.replace('_', '-')} must be positive, got {config[name]}")
     check(batch_size % pack == 0, f"--batch-size ({batch_size}) must be a multiple of --pack ({pack})")
     check(0 <= beta1 < 1 and 0 <= beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
-    check(gp_weight >= 0 and r1 >= 0 and eval_every >= 0, "--gp-weight, --r1 and --eval-every must be >= 0")
-    check((loss != "wgan-gp" and r1 == 0) or int(os.environ.get("WORLD_SIZE", 1)) == 1,
-          "--loss wgan-gp and --r1 need double backward, which DDP does not support; use bce or hinge under torchrun")
-    ds = datasets.load(data)
+    check(lr > 0 and lr_d > 0, "--lr and --lr-d must be positive")
+    check(gp_weight >= 0 and eval_every >= 0, "--gp-weight and --eval-every must be >= 0")
+    check(loss != "wgan-gp" or int(os.environ.get("WORLD_SIZE", 1)) == 1,
+          "--loss wgan-gp needs double backward, which DDP does not support; use bce or hinge under torchrun")
     check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), f"DCGAN takes images up to 32x32")
     out = out or f"runs/gan-{data}"
     config["out"] = out
@@ -291,8 +280,6 @@ def train(
                 L_D = d_loss(d_real, d_fake, loss)
                 gp = gradient_penalty(D_, x, x_fake) if loss == "wgan-gp" else torch.zeros(())
                 L_D = L_D + gp_weight * gp
-                if r1 > 0:
-                    L_D = L_D + r1 / 2 * r1_penalty(D_, x)
             tr.step(L_D, part="D", d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean(),
                     gp=gp.detach())
         D_raw.requires_grad_(False)  # G step: gradients flow through D to G but D's own weights get none
