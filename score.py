@@ -251,15 +251,15 @@ def generate(model: NCSN, n: int, steps_per_level: int = 100, eps: float = 2e-5,
 def train(
     data: Annotated[str, typer.Option(help="dataset: mnist5k, mnist, fashion, cifar10, or a 2-D toy (grid25, ...)")]
     = "mnist5k",
-    steps: Annotated[int, typer.Option(help="training steps")] = 3000,
+    steps: Annotated[int, typer.Option(help="training steps")] = 2500,
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-3,
     warmup: Annotated[int, typer.Option(help="linear learning-rate warm-up steps")] = 100,
     levels: Annotated[int, typer.Option(help="L, the number of noise levels")] = 10,
     sigma_max: Annotated[float, typer.Option(help="sigma_1; 0 = choose: 1.0 for images (Song & Ermon 2019), the "
                                                   "largest pairwise distance of the normalized data for points")] = 0.0,
     sigma_min: Annotated[float, typer.Option(help="sigma_L (in normalized units for points)")] = 0.01,
-    ch: Annotated[int, typer.Option(help="UNet base channels (images)")] = 32,
+    ch: Annotated[int, typer.Option(help="UNet base channels (images)")] = 16,
     hidden: Annotated[int, typer.Option(help="MLP width (points)")] = 128,
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights used to sample (NCSNv2 technique 5)")]
     = 0.999,
