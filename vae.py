@@ -235,6 +235,7 @@ def train(
     training.check(likelihood in LIKELIHOODS, f"--likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
     training.check(latent_dim >= 1 and hidden >= 2, "--latent-dim must be >= 1 and --hidden >= 2")
     training.check(beta >= 0 and math.isfinite(beta), f"--beta must be a finite number >= 0, got {beta}")
+    training.check(kl_warmup >= 0, f"--kl-warmup must be >= 0, got {kl_warmup}")
     ds = datasets.load(data, "train")
     lik = "gaussian" if ds.kind == "points" else likelihood
     training.check(lik == "gaussian" or (ds.shape[1] % 4 == 0 and ds.shape[2] % 4 == 0),
