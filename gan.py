@@ -250,10 +250,11 @@ def train(
     check(batch_size % pack == 0, f"--batch-size ({batch_size}) must be a multiple of --pack ({pack})")
     check(0 <= beta1 < 1 and 0 <= beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
     check(lr > 0 and lr_d > 0, "--lr and --lr-d must be positive")
-    check(gp_weight >= 0 and eval_every >= 0, "--gp-weight and --eval-every must be >= 0")
+    check(gp_weight >= 0, f"--gp-weight must be >= 0, got {gp_weight}")
+    check(eval_every >= 0 and eval_every % 10 == 0, "--eval-every must be a multiple of 10 (the log interval)")
     check(loss != "wgan-gp" or int(os.environ.get("WORLD_SIZE", 1)) == 1,
           "--loss wgan-gp needs double backward, which DDP does not support; use bce or hinge under torchrun")
-    check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), f"DCGAN takes images up to 32x32")
+    check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), "DCGAN takes images up to 32x32")
     out = out or f"runs/gan-{data}"
     config["out"] = out
     training.seed_everything(seed)  # the initial weights depend on the seed
@@ -287,7 +288,7 @@ def train(
             L_G = g_loss(D_raw(G_(torch.randn(batch_size, G.z_dim, device=tr.dev))), loss)
         tr.step(L_G, part="G")
         D_raw.requires_grad_(True)
-        if data in datasets.MODES and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
+        if data in datasets.MODES and ((eval_every and step % eval_every == 0) or step + 1 == steps):
             eval_g.manual_seed(seed)  # a generator of its own: evaluating does not change the training noise
             tr.log(**coverage(generate(tr.sampling_model(), 2500, eval_g), data))
 
@@ -335,6 +336,12 @@ def sample_cmd(
     cov = coverage(x, name)
     if cov is not None:
         print(f"{name}: {cov['modes']} modes covered, {100 * cov['hq']:.1f}% high quality ({n} samples)")
+    elif name in ("mnist5k", "mnist"):  # diversity of digits, by the MNIST classifier that fid.py ships
+        import fid
+
+        cc = fid.class_coverage(fid.classify(x))
+        print(f"digits (fid.classify): {cc['classes']}/10 classes, KL(histogram || uniform) = "
+              f"{cc['kl_uniform']:.3f} nats, counts {cc['histogram']}")
     return x
 
 

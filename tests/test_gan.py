@@ -128,6 +128,7 @@ def test_cli_points(tmp_path):
     assert "modes covered" in proc.stdout
     log = (run / "metrics.jsonl").read_text().splitlines()
     assert all(k in log[-1] for k in ("d_real", "d_fake", "grad_norm_D", "grad_norm_G", "modes", "hq"))
+    assert sum('"modes"' in line for line in log) == 2  # at step 0 (every --eval-every) and at the end
     proc = run_cli("gan.py", "sample", "--ckpt", run / "ckpt.pt", "--n", "100", "--out", tmp_path / "s.npz")
     assert proc.returncode == 0, proc.stderr[-2000:]
     x = np.load(tmp_path / "s.npz")["x"]
@@ -145,6 +146,7 @@ def test_cli_mnist5k(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     x = np.load(tmp_path / "s.npz")["x"]
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1  # same space as the data
+    assert "classes" in proc.stdout  # digit diversity by fid.classify
     G = gan.load(run / "ckpt.pt")
     assert not G.training and G(torch.randn(2, 8)).shape == (2, 1, 28, 28)
 
