@@ -435,7 +435,7 @@ def validate(config: dict) -> None:
 @app.command()
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
-    steps: Annotated[int, Opt(help="optimizer steps")] = 1500,
+    steps: Annotated[int, Opt(help="optimizer steps")] = 1300,
     batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
     lr: Annotated[float, Opt(help="peak AdamW learning rate")] = 2e-3,
     warmup: Annotated[int, Opt(help="linear learning-rate warm-up steps")] = 100,
