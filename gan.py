@@ -24,8 +24,8 @@ and on grid25 / ring8 the modes covered and the high-quality fraction (PacGAN de
 Commands:
     python gan.py train                        # DCGAN on mnist5k -> runs/gan-mnist5k/ (CPU time not yet measured)
     python gan.py sample --out digits.png      # EMA generator; .npz writes the raw samples (key x)
-    python gan.py train --data grid25          # stable default (modes/hq over seeds: not yet measured)
-    python gan.py train --data grid25 --plain  # the plain GAN (no SN, one lr, no EMA, no packing)
+    python gan.py train --data grid25          # default: TTUR, PacGAN2, EMA (3 seeds: 21.0 modes, 34% hq; README)
+    python gan.py train --data grid25 --pack 1 --lr-d 5e-4 --ema-decay 0   # plain GAN (19.0 modes, 41 +- 10% hq)
     python gan.py train --loss wgan-gp --n-critic 5 --no-sn --data grid25    # WGAN-GP
 """
 from __future__ import annotations
