@@ -21,7 +21,7 @@ Commands:
     python ddpm.py sample --sampler dpm++2m --steps 20    # -> runs/ddpm-mnist5k/samples-dpm++2m-20.png
     python ddpm.py nll                                    # variational bound in bits/dim on the test split
     python ddpm.py invert                                 # DDIM inversion x_0 -> x_T -> x_0
-    python ddpm.py train --data grid25 --steps 3000       # 2-D toy, MLP noise predictor
+    python ddpm.py train --data grid25 --steps 20000 --batch-size 256 --lr 1e-3 --min-snr 0  # 2-D toy, MLP
     torchrun --nproc_per_node=2 ddpm.py train             # DDP (gloo on CPU, NCCL on GPU)
 """
 from __future__ import annotations
