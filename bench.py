@@ -28,7 +28,7 @@ Interfaces used (DESIGN.md's stable surface): `<model>.train(**options) -> check
 not import is reported as "not available"; one whose training or sampling fails is reported as "failed: ...".
 
 Commands:
-    python bench.py                                  # toy suite, 3 seeds, 12 s per model (~14 min on 2 CPU cores)
+    python bench.py                                  # toy suite, 3 seeds, 12 s per model (13 min on 2 CPU cores)
     python bench.py --quick                          # tiny budgets, 1 seed, few samples (< 3 min; the tests run it)
     python bench.py --suite mnist                    # mnist5k, 60 s of training per model
     python bench.py --suite samplers                 # DDPM samplers: quality against NFE
