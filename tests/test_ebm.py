@@ -12,14 +12,7 @@ from hypothesis import given, settings, strategies as st
 import ebm
 from conftest import assert_one_line_error, run_cli
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are small: one thread avoids the cost of synchronizing two (several times faster on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 @given(mx=st.floats(-3, 3), my=st.floats(-3, 3), s=st.floats(0.3, 3.0), seed=st.integers(0, 2 ** 16))

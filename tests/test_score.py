@@ -11,14 +11,7 @@ from hypothesis import given, settings, strategies as st
 import score
 from conftest import assert_one_line_error, run_cli
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tensors are small: one thread avoids the cost of synchronizing two (several times faster on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def gaussian_score(mu, var):
