@@ -47,13 +47,17 @@ def _sn(layer: nn.Module, on: bool) -> nn.Module:
 
 
 class MLPG(nn.Module):
-    """z [B, z_dim] -> point [B, 2] in raw coordinates. The net works on standardized points: x = mean + std * net(z)."""
+    """z [B, z_dim] -> point [B, 2] in raw coordinates. The net works on standardized points: x = mean + std * net(z).
+    bn: Linear -> BatchNorm -> ReLU hidden layers (PacGAN's generator for the grid, Lin et al. 2018 app. D; BN
+    normalizes over the batch, so G cannot shrink all of z onto a few points without changing the statistics of
+    every layer); otherwise Linear -> LeakyReLU(0.2)."""
 
-    def __init__(self, z_dim: int = 16, width: int = 256, depth: int = 3, dim: int = 2):
+    def __init__(self, z_dim: int = 16, width: int = 256, depth: int = 3, dim: int = 2, bn: bool = False):
         super().__init__()
         layers, d = [], z_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(d, width), nn.BatchNorm1d(width), nn.ReLU()] if bn else \
+                [nn.Linear(d, width), nn.LeakyReLU(0.2)]
             d = width
         self.net = nn.Sequential(*layers, nn.Linear(d, dim))
         self.z_dim = z_dim
@@ -164,7 +168,7 @@ def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32."""
     c = config
     if len(shape) == 1:
-        return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0]),
+        return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0], c.get("g_bn", False)),
                 MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0]))
     return ConvG(c["z_dim"], c["channels"], shape), ConvD(c["channels"], shape, c["pack"], c["sn"])
 
@@ -195,7 +199,7 @@ Opt = typer.Option
 # Heusel et al.). Points: the stable recipe measured in the README (no SN: a 1-Lipschitz D cannot resolve grid25's
 # 0.05-wide modes in a few thousand steps; packing against collapse; larger batches and learning rates).
 DEFAULTS = {"images": dict(steps=3000, batch_size=64, lr=1e-4, lr_d=4e-4, beta2=0.9, sn=True, pack=1),
-            "points": dict(steps=6000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2)}
+            "points": dict(steps=20000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2)}
 
 
 def coverage(x: torch.Tensor, name: str) -> dict | None:
@@ -212,7 +216,7 @@ def coverage(x: torch.Tensor, name: str) -> dict | None:
 @app.command()
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
-    steps: Annotated[int | None, Opt(help="G steps, each after n-critic D steps (images 3000, points 6000)")] = None,
+    steps: Annotated[int | None, Opt(help="G steps, each after n-critic D steps (images 3000, points 20000)")] = None,
     batch_size: Annotated[int | None, Opt(help="examples per step, per process (images 64, points 512)")] = None,
     loss: Annotated[str, Opt(help="bce (non-saturating), hinge or wgan-gp")] = "bce",
     lr: Annotated[float | None, Opt(help="learning rate of G (images 1e-4, points 5e-4)")] = None,
@@ -228,6 +232,7 @@ def train(
     channels: Annotated[int, Opt(help="DCGAN base channels (images)")] = 32,
     width: Annotated[int, Opt(help="MLP width (points)")] = 128,
     depth: Annotated[int, Opt(help="MLP hidden layers (points)")] = 3,
+    g_bn: Annotated[bool, Opt("--g-bn/--no-g-bn", help="BatchNorm + ReLU in the MLP generator (points; else LeakyReLU)")] = True,
     eval_every: Annotated[int, Opt(help="mode coverage of 2,500 EMA samples every N steps (grid25/ring8; 0 = end only)")] = 500,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
     seed: Annotated[int, Opt(help="random seed")] = 0,

@@ -97,13 +97,26 @@ def test_shapes_padding_and_packing():
     x = G(torch.randn(6, 8))
     assert x.shape == (6, 1, 28, 28) and x.abs().max() <= 1  # 32x32 output cropped back to 28x28, tanh range
     assert D(x).shape == (3,)  # 6 images judged in packs of 2
-    Gp, Dp = gan.build(dict(z_dim=4, width=8, depth=2, pack=4, sn=True, channels=4, fourier=8, fourier_scale=1.6), (2,))
+    Gp, Dp = gan.build(dict(z_dim=4, width=8, depth=2, pack=4, sn=True, channels=4, g_bn=True), (2,))
     assert Gp(torch.randn(8, 4)).shape == (8, 2) and Dp(torch.randn(8, 2)).shape == (2,)
     # D sees the padding as background: padding a 28x28 image with -1 is what D does to it itself
     D1 = gan.ConvD(ch=4, shape=(1, 28, 28), pack=1)
     D32 = gan.ConvD(ch=4, shape=(1, 32, 32), pack=1)
     D32.load_state_dict(D1.state_dict())
     assert torch.allclose(D1(x), D32(F.pad(x, (2, 2, 2, 2), value=-1.0)))
+
+
+def test_batchnorm_generator_samples_each_z_on_its_own_in_eval_mode():
+    torch.manual_seed(0)
+    G = gan.MLPG(z_dim=4, width=16, depth=2, bn=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in G.modules()) == 2
+    for _ in range(3):  # training-mode calls fill the running statistics
+        G(torch.randn(64, 4) * 3 + 1)
+    z = torch.randn(10, 4)
+    assert not torch.allclose(G(z)[:1], G(z[:1].repeat(2, 1))[:1])  # train mode: x depends on the batch
+    G.eval()
+    assert torch.allclose(G(z)[:1], G(z[:1]), atol=1e-6)  # eval mode: running statistics, one z at a time
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in gan.MLPG(4, 16, 2, bn=False).modules())
 
 
 def test_resume_with_several_critic_steps_is_exact(tmp_path, monkeypatch):
