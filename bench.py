@@ -326,7 +326,8 @@ class Runs:
 
     def steps_for(self, fam: Family, mod, data: str, opts: dict, budget: float) -> dict:
         """Steps that fit `budget` seconds of training loop: probe a few steps, measure seconds per step."""
-        key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads()], sort_keys=True)
+        code = hashlib.sha1(Path(mod.__file__).read_bytes()).hexdigest()[:10]  # a changed model file is re-timed
+        key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads(), code], sort_keys=True)
         if key in self.plan:
             return self.plan[key]
         probe = 6 if self.quick else 30
