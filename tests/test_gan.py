@@ -169,6 +169,7 @@ def test_cli_mnist5k(tmp_path):
     ["train", "--loss", "minimax"],
     ["train", "--data", "nope"],
     ["train", "--data", "grid25", "--batch-size", "10", "--pack", "4"],
+    ["train", "--data", "grid25", "--batch-size", "1", "--pack", "1"],
     ["sample", "--ckpt", "missing/ckpt.pt"],
 ])
 def test_bad_input_is_one_line(args, tmp_path):
