@@ -117,3 +117,23 @@ def test_missing_or_broken_family_is_reported_not_crashed(tmp_path, monkeypatch)
                                   ["--seeds", "x"]])
 def test_bad_input_is_one_line(args, tmp_path):
     assert_one_line_error(run_cli("bench.py", *args, "--out", tmp_path / "o", "--runs", tmp_path / "r"))
+
+
+def test_step_plan_is_remeasured_when_the_model_file_changes(tmp_path, monkeypatch):
+    # a fake model file whose "training" logs 10 steps at `per_step` seconds each
+    src = ("import json, pathlib\nper_step = {}\ndef train(out, steps, **kw):\n    p = pathlib.Path(out)\n"
+           "    p.mkdir(parents=True, exist_ok=True)\n    with open(p / 'metrics.jsonl', 'w') as f:\n"
+           "        for s in range(1, 11):\n            f.write(json.dumps({{'step': s, 'sec': s * per_step}}) + '\\n')\n")
+    import importlib
+
+    _fake(tmp_path, monkeypatch, "genmodels_timed", src.format(0.1))
+    runs = bench.Runs(tmp_path / "runs", "cpu", quick=True)
+    mod = importlib.import_module("genmodels_timed")
+    fam = bench.FAMILIES["genmodels_timed"]
+    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 10  # 1 s / 0.1 s per step
+    mod.per_step = 0.05  # the file is unchanged: the cached plan is used, not a new measurement
+    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 10
+    (tmp_path / "genmodels_timed.py").write_text(src.format(0.05))  # the file changed: timed again
+    sys.modules.pop("genmodels_timed")
+    mod = importlib.import_module("genmodels_timed")
+    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 20
