@@ -315,6 +315,11 @@ def _key(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _file_sha1(path: Path) -> str:
+    """Which version of a file ran: the first 10 hex digits of the sha1 of its content."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:10]
+
+
 class Runs:
     """The run folder of bench: checkpoints, the step plan (plan.json) and the sample cache."""
 
@@ -326,7 +331,7 @@ class Runs:
 
     def steps_for(self, fam: Family, mod, data: str, opts: dict, budget: float) -> dict:
         """Steps that fit `budget` seconds of training loop: probe a few steps, measure seconds per step."""
-        code = hashlib.sha1(Path(mod.__file__).read_bytes()).hexdigest()[:10]  # a changed model file is re-timed
+        code = _file_sha1(mod.__file__)  # a changed model file is re-timed
         key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads(), code], sort_keys=True)
         if key in self.plan:
             return self.plan[key]
@@ -987,7 +992,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
         f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
     load_note = f"load average {load_1m:.1f} on {os.cpu_count()} cores at the start" + \
         (" (other jobs shared the CPU: timings inflated)" if load_1m > 1.5 else "")
-    code = {f.module: hashlib.sha1((ROOT / f"{f.module}.py").read_bytes()).hexdigest()[:10]
+    code = {f.module: _file_sha1(ROOT / f"{f.module}.py")
             for f in FAMILIES.values() if (ROOT / f"{f.module}.py").exists()}  # which version of each file ran
     meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
                 wall_s=round(time.time() - t_start), load=load_note, code_sha1=code)
