@@ -165,6 +165,18 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator=N
     return (grad.norm(dim=1) - 1).pow(2).mean()
 
 
+def r1_penalty(critic, real: torch.Tensor, scale=None) -> torch.Tensor:
+    """E ||grad_x D(x)||^2 on real data, the R1 regularizer (Mescheder et al. 2018, https://arxiv.org/abs/1801.04406,
+    eq. 9; D's loss adds gamma/2 times it). It makes the real points flat for D, which damps the orbiting around the
+    equilibrium that drops modes. scale (e.g. the data's std) measures the gradient in standardized coordinates,
+    d D / d(x / scale) = scale * d D / dx, so one gamma fits data of any spread. Packed: one norm per critic output."""
+    x = real.detach().requires_grad_(True)
+    out = critic(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # create_graph: the penalty is trained
+    grad = grad if scale is None else grad * scale
+    return grad.reshape(out.shape[0], -1).pow(2).sum(1).mean()  # [B, ...] -> [outputs, k * dims of one sample]
+
+
 def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
     """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32."""
     c = config
@@ -201,8 +213,8 @@ Opt = typer.Option
 # 0.05-wide modes in a few thousand steps; packing and a BatchNorm generator against collapse; larger batches and
 # learning rates). On grid25 the high-quality fraction keeps rising with --steps (74% at 20,000, 94% at 100,000),
 # but one seed in three lost modes after 40,000 steps (README).
-DEFAULTS = {"images": dict(steps=3000, batch_size=64, lr=1e-4, lr_d=4e-4, beta2=0.9, sn=True, pack=1),
-            "points": dict(steps=20000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2)}
+DEFAULTS = {"images": dict(steps=3000, batch_size=64, lr=1e-4, lr_d=4e-4, beta2=0.9, sn=True, pack=1, r1=0.0),
+            "points": dict(steps=20000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2, r1=0.1)}
 
 
 def coverage(x: torch.Tensor, name: str) -> dict | None:
@@ -228,6 +240,8 @@ def train(
     beta2: Annotated[float | None, Opt(help="Adam beta2, both nets (images 0.9, points 0.999)")] = None,
     n_critic: Annotated[int, Opt(help="D steps per G step (WGAN-GP uses 5)")] = 1,
     gp_weight: Annotated[float, Opt(help="lambda of the gradient penalty (wgan-gp)")] = 10.0,
+    r1: Annotated[float | None, Opt(help="gamma of the R1 penalty gamma/2 E||grad D(real)||^2 (points: in standardized "
+                                         "coordinates; 0 = off; images 0, points 0.1)")] = None,
     sn: Annotated[bool | None, Opt("--sn/--no-sn", help="spectral norm on every D layer (images on, points off)")] = None,
     pack: Annotated[int | None, Opt(help="PacGAN: D judges k samples at once, 1 = off (images 1, points 2)")] = None,
     ema_decay: Annotated[float, Opt(help="EMA decay of G's sampling weights (0 = off)")] = 0.999,
@@ -249,9 +263,11 @@ def train(
 
     check = training.check
     ds = datasets.load(data)
+    if loss == "wgan-gp" and config["r1"] is None:
+        config["r1"] = 0.0  # WGAN-GP has its own penalty
     for k, v in DEFAULTS[ds.kind].items():  # options left at None take the default of the data's kind
         config[k] = v if config[k] is None else config[k]
-    steps, batch_size, lr, lr_d, beta2, sn, pack = (config[k] for k in DEFAULTS["points"])
+    steps, batch_size, lr, lr_d, beta2, sn, pack, r1 = (config[k] for k in DEFAULTS["points"])
     check(loss in LOSSES, f"unknown --loss {loss!r}; use one of {', '.join(LOSSES)}")
     for name in ("steps", "batch_size", "n_critic", "pack", "z_dim", "channels", "width", "depth"):
         check(config[name] > 0, f"--{name.replace('_', '-')} must be positive, got {config[name]}")
@@ -261,6 +277,9 @@ def train(
     check(0 <= beta1 < 1 and 0 <= beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
     check(lr > 0 and lr_d > 0, "--lr and --lr-d must be positive")
     check(gp_weight >= 0, f"--gp-weight must be >= 0, got {gp_weight}")
+    check(r1 >= 0, f"--r1 must be >= 0, got {r1}")
+    check(r1 == 0 or int(os.environ.get("WORLD_SIZE", 1)) == 1,
+          "--r1 needs double backward, which DDP does not support; pass --r1 0 under torchrun")
     check(eval_every >= 0 and eval_every % 10 == 0, "--eval-every must be a multiple of 10 (the log interval)")
     check(loss != "wgan-gp" or int(os.environ.get("WORLD_SIZE", 1)) == 1,
           "--loss wgan-gp needs double backward, which DDP does not support; use bce or hinge under torchrun")
@@ -291,8 +310,10 @@ def train(
                 L_D = d_loss(d_real, d_fake, loss)
                 gp = gradient_penalty(D_, x, x_fake) if loss == "wgan-gp" else torch.zeros(())
                 L_D = L_D + gp_weight * gp
+                r1_term = r1_penalty(D_, x, D_raw.std if ds.kind == "points" else None) if r1 > 0 else torch.zeros(())
+                L_D = L_D + r1 / 2 * r1_term
             tr.step(L_D, part="D", d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean(),
-                    gp=gp.detach())
+                    gp=gp.detach(), r1=r1_term.detach())
         D_raw.requires_grad_(False)  # G step: gradients flow through D to G but D's own weights get none
         with tr.autocast():
             L_G = g_loss(D_raw(G_(torch.randn(batch_size, G.z_dim, device=tr.dev))), loss)

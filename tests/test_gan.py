@@ -1,4 +1,5 @@
-"""gan.py: loss identities at known logits, the gradient penalty, spectral norm, shapes, resume, CLI smoke runs."""
+"""gan.py: loss identities at known logits, the gradient penalty, R1, spectral norm, shapes, resume, CLI smoke runs."""
+import json
 import math
 
 import numpy as np
@@ -73,6 +74,39 @@ def test_gradient_penalty_trains_the_critic():
     gp.backward()  # create_graph=True: the penalty has a gradient w.r.t. D's weights
     weights = [p for p in D.parameters() if p.dim() == 2]  # (the last bias does not change grad_x D: no gradient)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights)
+
+
+@settings(max_examples=15)
+@given(st.integers(0, 10_000), st.sampled_from([(2,), (1, 4, 4)]), st.sampled_from([1, 2, 4]),
+       st.booleans())
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm(seed, shape, pack, scaled):
+    g = torch.Generator().manual_seed(seed)
+    dim = math.prod(shape)
+    w = torch.randn(pack * dim, generator=g, dtype=torch.float64)
+    real = torch.randn(3 * pack, *shape, generator=g, dtype=torch.float64)
+    scale = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5 if scaled else None
+
+    def critic(x):  # D(x) = w . x over the k packed samples: gradient w at every real point
+        return x.reshape(-1, pack * dim) @ w
+
+    # in standardized coordinates h = x / scale the gradient is scale * w (the scale repeats over the k samples)
+    expect = (w * (scale.flatten().repeat(pack) if scaled else 1)).pow(2).sum().item()
+    assert math.isclose(gan.r1_penalty(critic, real, scale).item(), expect, rel_tol=1e-9)
+    assert gan.r1_penalty(lambda x: critic(x) * 0 + 5.0, real).item() == 0  # a flat D: no penalty
+
+
+def test_r1_penalty_trains_the_critic_and_is_on_by_default_for_points(tmp_path, monkeypatch):
+    D = gan.MLPD(width=16, depth=2, pack=2, sn=False)
+    gan.r1_penalty(D, torch.randn(8, 2), D.std).backward()
+    weights = [p for p in D.parameters() if p.dim() == 2]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in weights)
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    kw = dict(data="ring8", steps=3, batch_size=16, width=8, depth=1, z_dim=4, device="cpu", eval_every=0)
+    for loss, on in (("bce", True), ("wgan-gp", False)):
+        ckpt = gan.train(loss=loss, out=str(tmp_path / loss), **kw)
+        logged = [json.loads(line)["r1"] for line in (tmp_path / loss / "metrics.jsonl").read_text().splitlines()]
+        assert torch.load(ckpt, weights_only=True)["config"]["r1"] == (0.1 if on else 0.0)
+        assert all(v > 0 for v in logged) if on else all(v == 0 for v in logged)
 
 
 @settings(max_examples=5)
@@ -170,6 +204,7 @@ def test_cli_mnist5k(tmp_path):
     ["train", "--data", "nope"],
     ["train", "--data", "grid25", "--batch-size", "10", "--pack", "4"],
     ["train", "--data", "grid25", "--batch-size", "1", "--pack", "1"],
+    ["train", "--data", "grid25", "--r1", "-1"],
     ["sample", "--ckpt", "missing/ckpt.pt"],
 ])
 def test_bad_input_is_one_line(args, tmp_path):
