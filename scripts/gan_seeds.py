@@ -3,18 +3,30 @@
 Why: the grid25 question of issue 5 is a question about the spread over seeds (how often a recipe loses modes),
 and one 100,000-step run of gan.py takes ~17 minutes on a CPU. Here every weight has a leading seed dimension
 [S, ...]; layers are batched matmuls; each seed's loss is its own mean and the losses are summed, so each seed gets
-exactly its own gradient, and Adam (elementwise) on the stacked tensors is S independent Adams. One GPU process then
-trains 16 seeds in about the time of one.
+exactly its own gradient, and Adam (elementwise) on the stacked tensors is S independent Adams (tests/
+test_gan_seeds.py checks both). One process trains many seeds; on the GPU, many seeds cost little more than one.
 
 It is the same recipe as `gan.py train --data grid25` (non-saturating BCE, MLP G with Linear -> BatchNorm -> ReLU,
 MLP D with LeakyReLU(0.2) and PacGAN packing, both standardizing the points, Adam(beta1, beta2), TTUR, EMA of G with
 the same warm-up, running BatchNorm statistics for sampling), written again with a seed dimension. Differences: the
 initial weights and the batches come from one generator for all seeds (so seed i here is not gan.py's --seed i),
-and real batches are drawn with replacement. Optional: a linear learning-rate decay to 0 over the last part of
-training (--decay-from, a fraction of --steps).
+and real batches are drawn with replacement. A --variant sets, per group of runs, the learning rates, a linear decay
+to 0 (decay_from, a fraction of steps), Adam's beta1, the R1 penalty (r1, as gan.py --r1), top-k G updates (Sinha et
+al. 2020, https://arxiv.org/abs/2002.06224) and the mode-seeking term (ms, Mao et al. 2019,
+https://arxiv.org/abs/1903.05628).
 
     python scripts/gan_seeds.py --seeds 16 --steps 100000 --device cuda --out runs/gan-seeds/default.jsonl
-Each evaluation appends one JSON line: {"tag", "step", "modes": [per seed], "hq": [per seed], "sec"}.
+Each evaluation appends one JSON line: {"tag", "step", "sec", "variants", "seeds", "raw" / "ema<decay>": {"modes":
+[per run], "hq": [per run]}}; runs of variant i are the slices i * seeds ... (i + 1) * seeds - 1. Summary:
+    python scripts/gan_seeds.py --summarize bench/gan_seeds/sweep2-*.jsonl --steps 20000 25000
+The two sweeps of issue 5 (results in bench/gan_seeds/; one H200; the processes of a sweep shared it; common
+options C = --device cuda --ema-decay 0.999 0.9999 --eval-every 5000; V = --variant steps=100000 --variant
+steps=50000,decay_from=0.5), stopped by a time limit after 20,000-30,000 steps:
+    sweep 1, --seeds 16, one process each: C V --variant lr=2.5e-4,lr_d=5e-4 --variant lr=1e-3,lr_d=2e-3,steps=40000,
+      decay_from=0.5 --variant steps=100000,decay_from=0.5 (w128); C V --width 256 (w256); C V --pack 4 (pack4);
+      C V --batch-size 1024 (bs1024); C V --g-width 400 --g-depth 4 (g400)
+    sweep 2, --seeds 12 --ema-decay 0.999: --variant "" --variant beta1=0 --variant r1=0.1 --variant r1=1 (A);
+      --variant topk=0.5 --variant ms=1 --variant steps=60000,decay_from=0.5 --variant lr_d=2e-3 (B)
 """
 from __future__ import annotations
 
@@ -108,7 +120,25 @@ def adam_(params, grads, m, v, t, lr, beta1, beta2, eps=1e-8):
         p.sub_(m_hat / d * step)
 
 
+def summarize(paths: list[str], steps: set[int] | None = None, ema: str = "ema0.999") -> None:
+    """One line per variant and evaluation: runs with all 25 modes, mean modes, mean high-quality fraction."""
+    for path in paths:
+        for line in open(path):
+            r = json.loads(line)
+            if steps and r["step"] not in steps:
+                continue
+            n = r["seeds"]
+            for i, v in enumerate(r["variants"]):
+                m, h = r[ema]["modes"][i * n:(i + 1) * n], r[ema]["hq"][i * n:(i + 1) * n]
+                print(f"{Path(path).stem} v{i} {v} step {r['step']}: {sum(x == 25 for x in m)}/{n} with 25 modes, "
+                      f"mean {sum(m) / n:.1f} modes (min {min(m)}), hq {100 * sum(h) / n:.1f}%")
+
+
 def main():
+    if sys.argv[1:2] == ["--summarize"]:  # python scripts/gan_seeds.py --summarize FILE.jsonl ... [--steps 20000 ...]
+        args = sys.argv[2:]
+        cut = args.index("--steps") if "--steps" in args else len(args)
+        return summarize(args[:cut], {int(x) for x in args[cut + 1:]} or None)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variant", action="append", default=[],
                     help="runs of one recipe, e.g. 'lr=5e-4,lr_d=1e-3,steps=50000,decay_from=0.5' (keys: "
