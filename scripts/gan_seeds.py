@@ -52,7 +52,7 @@ def linear(S: int, i: int, o: int, g: torch.Generator) -> list[torch.Tensor]:
 
 
 class StackedG:
-    """z [S, B, z] -> points [S, B, 2]: (Linear -> BatchNorm -> ReLU) x depth -> Linear, then mean + std * out."""
+    """z [S, B, z] -> standardized points [S, B, 2]: (Linear -> BatchNorm -> ReLU) x depth -> Linear."""
 
     def __init__(self, S, z, width, depth, g, dev):
         self.p, self.run, d = [], [], z
@@ -84,7 +84,7 @@ class StackedG:
 
 
 class StackedD:
-    """points [S, B, 2] -> logits [S, B/k]: standardize, pack k points into 2k numbers, (Linear -> LeakyReLU) x depth."""
+    """standardized points [S, B, 2] -> logits [S, B/k]: pack k points into 2k inputs, (Linear -> LeakyReLU) x depth."""
 
     def __init__(self, S, width, depth, pack, g, dev):
         self.p, d = [], 2 * pack
@@ -108,8 +108,8 @@ VARIANT_KEYS = {"lr": float, "lr_d": float, "steps": int, "decay_from": float, "
 
 
 def adam_(params, grads, m, v, t, lr, beta1, beta2, eps=1e-8):
-    """One Adam step (Kingma & Ba 2015, Algorithm 1) with a learning rate and beta1 per run: lr [S] scales slice s of every
-    tensor, so stacked runs can differ in their learning rate and schedule. Same update as torch.optim.Adam."""
+    """One Adam step (Kingma & Ba 2015, Algorithm 1) with a learning rate and beta1 per run: lr [S] scales slice s of
+    every tensor, so stacked runs can differ in their learning rate and schedule. Same update as torch.optim.Adam."""
     for m_, g_ in zip(m, grads):  # m = beta1 m + (1 - beta1) g, beta1 [S] per run
         m_.lerp_(g_, (1 - beta1).view(-1, 1, 1))
     torch._foreach_mul_(v, beta2)
@@ -188,7 +188,8 @@ def main():
     G = StackedG(S, a.z_dim, a.g_width or a.width, a.g_depth or a.depth, g, dev)
     D = StackedD(S, a.width, a.depth, a.pack, g, dev)
     mean, sd = X.mean(0), X.std(0)
-    adam_state = {id(net): ([torch.zeros_like(t) for t in net.p], [torch.zeros_like(t) for t in net.p]) for net in (G, D)}
+    adam_state = {id(net): ([torch.zeros_like(t) for t in net.p], [torch.zeros_like(t) for t in net.p])  # m, v
+                  for net in (G, D)}
     emas = {d: ([t.detach().clone() for t in G.p], [t.clone() for t in G.run]) for d in a.ema_decay}
     gd = torch.Generator(dev).manual_seed(a.seed + 1)  # training noise and batches
     z_eval = torch.randn(S, 2500, a.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
