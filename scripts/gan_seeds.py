@@ -121,16 +121,16 @@ def adam_(params, grads, m, v, t, lr, beta1, beta2, eps=1e-8):
 
 
 def summarize(paths: list[str], steps: set[int] | None = None, ema: str = "ema0.999") -> None:
-    """One line per variant and evaluation: runs with all 25 modes, mean modes, mean high-quality fraction."""
+    """One line per variant and evaluation: runs with all modes, mean modes, mean high-quality fraction."""
     for path in paths:
         for line in open(path):
             r = json.loads(line)
             if steps and r["step"] not in steps:
                 continue
-            n = r["seeds"]
+            n, K = r["seeds"], r.get("modes_total", 25)  # (the sweeps' files are grid25 runs)
             for i, v in enumerate(r["variants"]):
                 m, h = r[ema]["modes"][i * n:(i + 1) * n], r[ema]["hq"][i * n:(i + 1) * n]
-                print(f"{Path(path).stem} v{i} {v} step {r['step']}: {sum(x == 25 for x in m)}/{n} with 25 modes, "
+                print(f"{Path(path).stem} v{i} {v} step {r['step']}: {sum(x == K for x in m)}/{n} with {K} modes, "
                       f"mean {sum(m) / n:.1f} modes (min {min(m)}), hq {100 * sum(h) / n:.1f}%")
 
 
@@ -246,7 +246,7 @@ def main():
                 torch._foreach_lerp_(er, G.run, 1 - dcy)
         if (step + 1) % a.eval_every == 0 or step + 1 == int(end.max()):
             rec = {"tag": a.tag, "step": step + 1, "sec": round(time.time() - t0, 1), "variants": variants,
-                   "seeds": a.seeds}
+                   "seeds": a.seeds, "modes_total": len(centers)}
             with torch.no_grad():
                 for name, (p, run) in [("raw", (G.p, G.run))] + [(f"ema{d}", e) for d, e in emas.items()]:
                     xs = gen(z_eval, p, run, False).cpu()
@@ -257,8 +257,9 @@ def main():
             e = rec[f"ema{a.ema_decay[0]}"]
             for i, v in enumerate(variants):
                 m, h = e["modes"][i * a.seeds:(i + 1) * a.seeds], e["hq"][i * a.seeds:(i + 1) * a.seeds]
-                print(f"{a.tag} v{i} step {step + 1} {time.time() - t0:.0f}s: {sum(x == 25 for x in m)}/{a.seeds} "
-                      f"runs with 25 modes, mean {sum(m) / len(m):.1f}, hq {100 * sum(h) / len(h):.1f}%", flush=True)
+                K = len(centers)
+                print(f"{a.tag} v{i} step {step + 1} {time.time() - t0:.0f}s: {sum(x == K for x in m)}/{a.seeds} runs "
+                      f"with all {K} modes, mean {sum(m) / len(m):.1f}, hq {100 * sum(h) / len(h):.1f}%", flush=True)
 
 
 if __name__ == "__main__":
