@@ -173,12 +173,12 @@ def train(
     depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
     guidance: Annotated[float, Opt(help="guidance scale s of the samples.png written at the end")] = 2.0,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    device: training.Device = "auto",
     compile: Annotated[bool, Opt(help="torch.compile the network (CUDA)")] = False,
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    seed: training.Seed = 0,
     out: Annotated[str | None, Opt(help="run folder (default runs/cfg-<data>)")] = None,
-    resume: Annotated[bool, Opt(help="continue the run in --out from its checkpoint")] = False,
-    ckpt_every: Annotated[int, Opt(help="checkpoint every N steps")] = 250,
+    resume: training.Resume = False,
+    ckpt_every: training.CkptEvery = 250,
 ) -> Path:
     """Train a class-conditional DDPM with label dropout (Algorithm 1); writes ckpt.pt, samples.png, metrics.jsonl."""
     config = dict(locals())
@@ -246,8 +246,8 @@ def sample_cmd(
     spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
     batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (keys x, y); default: next to the ckpt")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
 ) -> torch.Tensor:
     """Sample with guidance scale s: one class (--label K) or one row per class (--label -1)."""
     check = training.check
@@ -285,7 +285,7 @@ def sweep(
     steps: Annotated[int, Opt(help="sampler steps")] = 20,
     batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
     out: Annotated[str | None, Opt(help="folder for sweep.md, .json, .png (default: the checkpoint's)")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    device: training.Device = "auto",
     seed: Annotated[int, Opt(help="random seed (the same noise and labels at every scale)")] = 0,
 ) -> list[dict]:
     """Sample at several guidance scales; table and plot of FID, precision, recall and label accuracy against s."""

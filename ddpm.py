@@ -451,12 +451,12 @@ def train(
     hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
     depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    device: training.Device = "auto",
     compile: Annotated[bool, Opt(help="torch.compile the network (CUDA)")] = False,
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    seed: training.Seed = 0,
     out: Annotated[str | None, Opt(help="run folder (default runs/ddpm-<data>)")] = None,
-    resume: Annotated[bool, Opt(help="continue the run in --out from its checkpoint")] = False,
-    ckpt_every: Annotated[int, Opt(help="checkpoint every N steps")] = 250,
+    resume: training.Resume = False,
+    ckpt_every: training.CkptEvery = 250,
 ) -> Path:
     """Train a DDPM (Algorithm 1) and write ckpt.pt, samples.png and metrics.jsonl to the run folder."""
     config = dict(locals())
@@ -498,8 +498,8 @@ def sample_cmd(
     spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
     batch_size: Annotated[int, Opt(help="samples per batch")] = 500,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
 ) -> torch.Tensor:
     """Sample a trained model with any sampler and number of steps."""
     import data as datasets
@@ -534,8 +534,8 @@ def nll(
     split: Annotated[str, Opt(help="data split to evaluate")] = "test",
     n: Annotated[int, Opt(help="number of examples")] = 200,
     n_t: Annotated[int, Opt(help="timesteps per example in the Monte Carlo sum over t (0 = all T)")] = 100,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
 ) -> float:
     """Variational bound on -log p(x): bits/dim for images (8-bit, discretized decoder), nats for points."""
     import data as datasets
@@ -564,7 +564,7 @@ def invert(
     n: Annotated[int, Opt(help="test examples to invert")] = 16,
     steps: Annotated[int, Opt(help="network calls each way")] = 50,
     out: Annotated[str | None, Opt(help="PNG: originals above reconstructions")] = None,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
+    device: training.Device = "auto",
 ) -> float:
     """DDIM inversion: x_0 -> x_T (deterministic encoder) -> x_0 again; prints the reconstruction error."""
     import data as datasets

@@ -272,10 +272,10 @@ def train(
                                                  "(points; 0 = none)")] = 2.0,
     ema_decay: Annotated[float, typer.Option(help="EMA decay of the weights used to sample")] = 0.999,
     sample_steps: Annotated[int, typer.Option(help="Langevin steps from noise for the final samples.png")] = 1000,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
     out: Annotated[str, typer.Option(help="output folder; default runs/ebm-<data>")] = "",
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")] = False,
+    resume: training.Resume = False,
 ) -> Path:
     """Train E_theta by contrastive divergence with replay-buffer Langevin negatives."""
     config = dict(locals())  # every option above, saved in the checkpoint
@@ -338,8 +338,8 @@ def sample(
     langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 1000,
     step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step")] = 0.0,
     noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the checkpoint's sampling noise")] = -1.0,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "cpu",
+    seed: training.Seed = 0,
+    device: training.Device = "cpu",
 ) -> Path:
     """Draw samples by long Langevin chains from noise."""
     import data as datasets

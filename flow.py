@@ -298,10 +298,10 @@ def train(
     batch_size: Annotated[int, Opt(help="examples per step")] = 64,
     lr: Annotated[float, Opt(help="AdamW learning rate (linear warm-up over 100 steps)")] = 1e-3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
     out: Annotated[str, Opt(help="output folder (default runs/flow-<data>)")] = "",
-    resume: Annotated[bool, Opt(help="continue the run in --out")] = False,
+    resume: training.Resume = False,
 ) -> Path:
     """Maximum likelihood: minimize -log p(x) (nats, points) or bits/dim of dequantized images."""
     config = dict(locals())
@@ -350,8 +350,8 @@ def sample(
     n: Annotated[int, Opt(help="number of samples")] = 64,
     temperature: Annotated[float, Opt(help="z ~ N(0, T^2 I); T < 1 gives cleaner, less diverse samples")] = 1.0,
     out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space)")] = "flow_samples.png",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+    seed: training.Seed = 0,
+    device: training.Device = "cpu",
 ) -> Path:
     """x = f^-1(T * eps)."""
     import numpy as np
@@ -379,7 +379,7 @@ def nll(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/flow-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="test examples to use (0 = the whole test split)")] = 0,
     seed: Annotated[int, Opt(help="random seed (the dequantization noise)")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+    device: training.Device = "cpu",
 ) -> dict:
     """Exact -log p on the test split: bits/dim (images, one dequantization draw per image) or nats (points)."""
     training.check(n >= 0, f"--n must be >= 0, got {n}")

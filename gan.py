@@ -254,11 +254,11 @@ def train(
     depth: Annotated[int, Opt(help="MLP hidden layers (points)")] = 3,
     g_bn: Annotated[bool, Opt("--g-bn/--no-g-bn", help="BatchNorm + ReLU in the MLP generator (points; else LeakyReLU)")] = True,
     eval_every: Annotated[int, Opt(help="mode coverage of 2,500 EMA samples every N steps (grid25/ring8; 0 = end only)")] = 500,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
     out: Annotated[str | None, Opt(help="run folder (default runs/gan-<data>)")] = None,
-    resume: Annotated[bool, Opt(help="continue the run in --out from its checkpoint")] = False,
-    ckpt_every: Annotated[int, Opt(help="checkpoint every N steps")] = 500,
+    resume: training.Resume = False,
+    ckpt_every: training.CkptEvery = 500,
 ) -> Path:
     """Train a GAN (alternating D and G steps) and write ckpt.pt, samples.png and metrics.jsonl to the run folder."""
     config = dict(locals())
@@ -348,8 +348,8 @@ def sample_cmd(
     n: Annotated[int, Opt(help="number of samples")] = 64,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
     ema: Annotated[bool, Opt(help="sample the EMA generator (--no-ema: the last raw weights)")] = True,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
 ) -> torch.Tensor:
     """Draw n samples x = G(z); on grid25 / ring8 also print the modes covered and the high-quality fraction."""
     import data as datasets

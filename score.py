@@ -265,10 +265,10 @@ def train(
     = 0.999,
     steps_per_level: Annotated[int, typer.Option(help="T, Langevin steps per level for the final samples")] = 100,
     eps: Annotated[float, typer.Option(help="epsilon of Algorithm 1 (step at sigma_L) for the final samples")] = 2e-5,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
     out: Annotated[str, typer.Option(help="output folder; default runs/score-<data>")] = "",
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")] = False,
+    resume: training.Resume = False,
 ) -> Path:
     """Train s_theta(x, sigma) by denoising score matching over geometric noise levels."""
     config = dict(locals())  # every option above, saved in the checkpoint
@@ -315,8 +315,8 @@ def sample(
     steps_per_level: Annotated[int, typer.Option(help="T, Langevin steps per noise level")] = 100,
     eps: Annotated[float, typer.Option(help="epsilon of Algorithm 1: the step size at sigma_L")] = 2e-5,
     denoise: Annotated[bool, typer.Option(help="finish with the Tweedie step x + sigma_L^2 s(x, sigma_L)")] = True,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps")] = "cpu",
+    seed: training.Seed = 0,
+    device: training.Device = "cpu",
 ) -> Path:
     """Draw samples by annealed Langevin dynamics (Algorithm 1)."""
     import data as datasets

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -60,6 +60,14 @@ def fail(message: str) -> None:
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+# The run options every command shares, declared once here (typer reads an option's help from its Annotated type):
+#     device: training.Device = "auto"      seed: training.Seed = 0      resume: training.Resume = False
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
+Seed = Annotated[int, typer.Option(help="random seed")]
+Resume = Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")]
+CkptEvery = Annotated[int, typer.Option(help="checkpoint every N steps")]
 
 
 class App(typer.Typer):

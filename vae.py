@@ -225,10 +225,10 @@ def train(
     batch_size: Annotated[int, Opt(help="examples per step")] = 128,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "auto",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
+    device: training.Device = "auto",
+    seed: training.Seed = 0,
     out: Annotated[str, Opt(help="output folder (default runs/vae-<data>)")] = "",
-    resume: Annotated[bool, Opt(help="continue the run in --out")] = False,
+    resume: training.Resume = False,
 ) -> Path:
     """Maximize the ELBO (beta-weighted KL) with one reparameterized sample per example."""
     config = dict(locals())
@@ -273,8 +273,8 @@ def sample(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="number of samples")] = 64,
     out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x)")] = "vae_samples.png",
-    seed: Annotated[int, Opt(help="random seed")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+    seed: training.Seed = 0,
+    device: training.Device = "cpu",
 ) -> Path:
     """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images)."""
     training.check(n > 0, f"--n must be positive, got {n}")
@@ -355,7 +355,7 @@ def nll(
     k: Annotated[int, Opt(help="importance samples of the IWAE bound")] = 1000,
     n: Annotated[int, Opt(help="test examples to use (0 = the whole test split)")] = 0,
     seed: Annotated[int, Opt(help="random seed (samples; the fixed test binarization)")] = 0,
-    device: Annotated[str, Opt(help="auto, cpu, cuda or mps")] = "cpu",
+    device: training.Device = "cpu",
 ) -> dict:
     """-IWAE_k (and -ELBO) on the test split: nats (points, binarized images) or bits/dim (logistic decoder)."""
     training.check(k > 0 and n >= 0, f"--k must be positive and --n >= 0, got {k}, {n}")
