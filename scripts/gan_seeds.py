@@ -25,7 +25,8 @@ steps=50000,decay_from=0.5), stopped by a time limit after 20,000-30,000 steps:
     sweep 1, --seeds 16, one process each: C V --variant lr=2.5e-4,lr_d=5e-4 --variant lr=1e-3,lr_d=2e-3,steps=40000,
       decay_from=0.5 --variant steps=100000,decay_from=0.5 (w128); C V --width 256 (w256); C V --pack 4 (pack4);
       C V --batch-size 1024 (bs1024); C V --g-width 400 --g-depth 4 (g400)
-    sweep 2, --seeds 12 --ema-decay 0.999: --variant "" --variant beta1=0 --variant r1=0.1 --variant r1=1 (A);
+    sweep 2, --device cuda --seeds 12 --steps 100000 --ema-decay 0.999 --eval-every 5000, two processes:
+      --variant "" --variant beta1=0 --variant r1=0.1 --variant r1=1 (A);
       --variant topk=0.5 --variant ms=1 --variant steps=60000,decay_from=0.5 --variant lr_d=2e-3 (B)
 """
 from __future__ import annotations
