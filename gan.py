@@ -157,14 +157,20 @@ def g_loss(d_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
 
 
+def critic_grad(critic, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """grad_x D(x) [B, ...] at the points x (a penalty on it is trained: create_graph) and the number of outputs."""
+    x = x.detach().requires_grad_(True)
+    out = critic(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad, out.shape[0]
+
+
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator=None) -> torch.Tensor:
     """E[(||grad_x^ D(x^)||_2 - 1)^2] at x^ = eps x + (1 - eps) x~, eps ~ U[0, 1] (WGAN-GP Algorithm 1 lines 4-8).
     The norm is taken per critic output, so with packing it is the gradient w.r.t. the k packed samples together."""
     eps = torch.rand(real.shape[0], *[1] * (real.dim() - 1), device=real.device, generator=generator)
-    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)  # create_graph: the penalty is trained
-    grad = grad.reshape(out.shape[0], -1)  # [B, ...] -> [outputs, k * dims of one sample]
+    grad, outputs = critic_grad(critic, eps * real + (1 - eps) * fake.detach())
+    grad = grad.reshape(outputs, -1)  # [B, ...] -> [outputs, k * dims of one sample]
     return (grad.norm(dim=1) - 1).pow(2).mean()
 
 
@@ -173,11 +179,9 @@ def r1_penalty(critic, real: torch.Tensor, scale=None) -> torch.Tensor:
     eq. 9; D's loss adds gamma/2 times it). It makes the real points flat for D, which damps the orbiting around the
     equilibrium that drops modes. scale (e.g. the data's std) measures the gradient in standardized coordinates,
     d D / d(x / scale) = scale * d D / dx, so one gamma fits data of any spread. Packed: one norm per critic output."""
-    x = real.detach().requires_grad_(True)
-    out = critic(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # create_graph: the penalty is trained
+    grad, outputs = critic_grad(critic, real)
     grad = grad if scale is None else grad * scale
-    return grad.reshape(out.shape[0], -1).pow(2).sum(1).mean()  # [B, ...] -> [outputs, k * dims of one sample]
+    return grad.reshape(outputs, -1).pow(2).sum(1).mean()  # [B, ...] -> [outputs, k * dims of one sample]
 
 
 def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
@@ -281,11 +285,10 @@ def train(
     check(lr > 0 and lr_d > 0, "--lr and --lr-d must be positive")
     check(gp_weight >= 0, f"--gp-weight must be >= 0, got {gp_weight}")
     check(r1 >= 0, f"--r1 must be >= 0, got {r1}")
-    check(r1 == 0 or int(os.environ.get("WORLD_SIZE", 1)) == 1,
-          "--r1 needs double backward, which DDP does not support; pass --r1 0 under torchrun")
     check(eval_every >= 0 and eval_every % 10 == 0, "--eval-every must be a multiple of 10 (the log interval)")
-    check(loss != "wgan-gp" or int(os.environ.get("WORLD_SIZE", 1)) == 1,
-          "--loss wgan-gp needs double backward, which DDP does not support; use bce or hinge under torchrun")
+    check((loss != "wgan-gp" and r1 == 0) or int(os.environ.get("WORLD_SIZE", 1)) == 1,
+          "--loss wgan-gp and --r1 need double backward, which DDP does not support; "
+          "under torchrun use bce or hinge with --r1 0")
     check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), "DCGAN takes images up to 32x32")
     out = out or f"runs/gan-{data}"
     config["out"] = out

@@ -121,18 +121,25 @@ def adam_(params, grads, m, v, t, lr, beta1, beta2, eps=1e-8):
         p.sub_(m_hat / d * step)
 
 
+def variant_lines(rec: dict, ema: str) -> list[str]:
+    """For each variant of one evaluation record: runs with all modes, mean modes (min), mean high-quality fraction."""
+    n, K = rec["seeds"], rec.get("modes_total", 25)  # (the sweeps' files, written before modes_total, are grid25)
+    lines = []
+    for i in range(len(rec["variants"])):
+        m, h = rec[ema]["modes"][i * n:(i + 1) * n], rec[ema]["hq"][i * n:(i + 1) * n]  # runs of variant i
+        lines.append(f"{sum(x == K for x in m)}/{n} with {K} modes, mean {sum(m) / n:.1f} modes (min {min(m)}), "
+                     f"hq {100 * sum(h) / n:.1f}%")
+    return lines
+
+
 def summarize(paths: list[str], steps: set[int] | None = None, ema: str = "ema0.999") -> None:
-    """One line per variant and evaluation: runs with all modes, mean modes, mean high-quality fraction."""
+    """One line per variant and evaluation of the given files."""
     for path in paths:
         for line in open(path):
             r = json.loads(line)
-            if steps and r["step"] not in steps:
-                continue
-            n, K = r["seeds"], r.get("modes_total", 25)  # (the sweeps' files are grid25 runs)
-            for i, v in enumerate(r["variants"]):
-                m, h = r[ema]["modes"][i * n:(i + 1) * n], r[ema]["hq"][i * n:(i + 1) * n]
-                print(f"{Path(path).stem} v{i} {v} step {r['step']}: {sum(x == K for x in m)}/{n} with {K} modes, "
-                      f"mean {sum(m) / n:.1f} modes (min {min(m)}), hq {100 * sum(h) / n:.1f}%")
+            if not steps or r["step"] in steps:
+                for i, (v, text) in enumerate(zip(r["variants"], variant_lines(r, ema))):
+                    print(f"{Path(path).stem} v{i} {v} step {r['step']}: {text}")
 
 
 def main():
@@ -255,12 +262,8 @@ def main():
                     rec[name] = {"modes": [c["modes"] for c in cov], "hq": [round(c["hq"], 4) for c in cov]}
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            e = rec[f"ema{a.ema_decay[0]}"]
-            for i, v in enumerate(variants):
-                m, h = e["modes"][i * a.seeds:(i + 1) * a.seeds], e["hq"][i * a.seeds:(i + 1) * a.seeds]
-                K = len(centers)
-                print(f"{a.tag} v{i} step {step + 1} {time.time() - t0:.0f}s: {sum(x == K for x in m)}/{a.seeds} runs "
-                      f"with all {K} modes, mean {sum(m) / len(m):.1f}, hq {100 * sum(h) / len(h):.1f}%", flush=True)
+            for i, text in enumerate(variant_lines(rec, f"ema{a.ema_decay[0]}")):
+                print(f"{a.tag} v{i} step {step + 1} {time.time() - t0:.0f}s: {text}", flush=True)
 
 
 if __name__ == "__main__":
