@@ -173,6 +173,10 @@ def train(
     depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
     guidance: Annotated[float, Opt(help="guidance scale s of the samples.png written at the end")] = 2.0,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     device: training.Device = "auto",
     compile: Annotated[bool, Opt(help="torch.compile the network (CUDA)")] = False,
     seed: training.Seed = 0,
@@ -192,13 +196,15 @@ def train(
     out = out or f"runs/cfg-{data}"
     config["out"] = out
     C = ds.num_classes
+    training.seed_everything(seed)  # the initial weights depend on --seed alone
     if ds.kind == "points":  # standardize points so one set of hyperparameters fits every toy
         model = build(config, ds.shape, C, ds.x.mean(0), ds.x.std(0))
     else:
         model = build(config, ds.shape, C)
     tr = training.Trainer("cfg", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr, out=out,
                           device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,
-                          compile=compile, ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": C})
+                          betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip, compile=compile,
+                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": C})
     for _, (x, y) in tr:
         with tr.autocast():
             l_simple = loss(tr.models["model"], model.normalize(x), y, C, p_uncond)  # Algorithm 1

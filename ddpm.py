@@ -451,6 +451,10 @@ def train(
     hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
     depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     device: training.Device = "auto",
     compile: Annotated[bool, Opt(help="torch.compile the network (CUDA)")] = False,
     seed: training.Seed = 0,
@@ -473,7 +477,8 @@ def train(
         model = build(config, ds.shape)
     tr = training.Trainer("ddpm", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr, out=out,
                           device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,
-                          compile=compile, ckpt_every=ckpt_every, extra={"shape": list(ds.shape)})
+                          betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip, compile=compile,
+                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape)})
     for _, (x, _) in tr:
         with tr.autocast():
             loss = tr.models["model"](model.normalize(x))  # Algorithm 1, through DDP / compile wrappers

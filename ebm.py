@@ -263,7 +263,10 @@ def train(
                                                          "for points")] = 0.0,
     buffer_size: Annotated[int, typer.Option(help="replay buffer size")] = 10_000,
     restart: Annotated[float, typer.Option(help="fraction of chains restarted from noise each step")] = 0.05,
-    grad_clip: Annotated[float, typer.Option(help="clip the parameter gradient norm (0 = off)")] = 1.0,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     max_energy: Annotated[float, typer.Option(help="stop when |E| exceeds this (diverging energies)")] = 1000.0,
     ch: Annotated[int, typer.Option(help="CNN base channels (images)")] = 16,
     hidden: Annotated[int, typer.Option(help="MLP width (points)")] = 128,
@@ -302,8 +305,8 @@ def train(
     tr = training.Trainer("ebm", config, {"model": model}, ds, steps=steps, batch_size=batch_size,
                           lr=resolve(config, "lr"),
                           out=out or f"runs/ebm-{data}", device=device, seed=seed, resume=resume,
-                          ema_decay=ema_decay, grad_clip=grad_clip or None,
-                          extra={"buffer": buffer})
+                          ema_decay=ema_decay, betas=(beta1, beta2), weight_decay=weight_decay,
+                          grad_clip=grad_clip, extra={"buffer": buffer})
     tr.extra["buffer"] = tr.extra["buffer"].to(tr.dev)  # (a resumed buffer is already there)
     for s, (x, _) in tr:
         # negatives from the replay buffer; chains run on the unwrapped model (no DDP hooks for input gradients)

@@ -296,8 +296,13 @@ def train(
     scales: Annotated[int, Opt(min=1, help="images: number of squeeze + factor-out scales")] = 2,
     steps: Annotated[int, Opt(help="optimizer steps")] = 1500,
     batch_size: Annotated[int, Opt(help="examples per step")] = 64,
-    lr: Annotated[float, Opt(help="AdamW learning rate (linear warm-up over 100 steps)")] = 1e-3,
+    lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
+    warmup: Annotated[int, Opt(min=0, help="linear learning-rate warm-up steps")] = 100,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     device: training.Device = "auto",
     seed: training.Seed = 0,
     out: Annotated[str, Opt(help="output folder (default runs/flow-<data>)")] = "",
@@ -322,7 +327,7 @@ def train(
     model.initialize(dequantize(x0, g) if model.images else x0)  # ActNorm data init, before the EMA copy is made
     tr = training.Trainer("flow", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/flow-{data}", device=device, seed=seed, resume=resume,
-                          ema_decay=ema_decay, warmup=100)
+                          ema_decay=ema_decay, warmup=warmup, betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip)
     for step, (x, _) in tr:
         # no autocast: the log-determinants are sums over many layers and dims, kept in float32
         if model.images:

@@ -30,7 +30,7 @@ Commands:
     python gan.py train --data grid25          # BN G, TTUR, PacGAN2, R1, EMA: 25 modes, 73% hq (3 seeds, 226 s; README)
     python gan.py train --data grid25 --steps 150000   # the same, longer: 25 modes, 95.3% hq (PacGAN4: 24.8, 93.6%)
     python gan.py train --data grid25 --no-g-bn --pack 1 --lr-d 5e-4 --r1 0 --ema-decay 0   # plain: 17.3 modes, 71% hq
-    python gan.py train --loss wgan-gp --n-critic 5 --no-sn --data grid25    # WGAN-GP
+    python gan.py train --loss wgan-gp --no-sn --data grid25    # WGAN-GP: n_critic 5, Adam (0, 0.9) by default
 """
 from __future__ import annotations
 
@@ -222,6 +222,8 @@ Opt = typer.Option
 # with --steps (73% at 20,000, 92.9% at 100,000, 95.3% at 150,000) with all 25 modes on 3 of 3 seeds (README).
 DEFAULTS = {"images": dict(steps=3000, batch_size=64, lr=1e-4, lr_d=4e-4, beta2=0.9, sn=True, pack=1, r1=0.0),
             "points": dict(steps=20000, batch_size=512, lr=5e-4, lr_d=1e-3, beta2=0.999, sn=False, pack=2, r1=0.1)}
+COMMON = dict(beta1=0.5, n_critic=1)
+WGAN_GP = dict(beta1=0.0, beta2=0.9, n_critic=5, r1=0.0)  # Gulrajani et al. 2017, Algorithm 1's defaults
 
 
 def coverage(x: torch.Tensor, name: str) -> dict | None:
@@ -243,10 +245,12 @@ def train(
     loss: Annotated[str, Opt(help="bce (non-saturating), hinge or wgan-gp")] = "bce",
     lr: Annotated[float | None, Opt(help="learning rate of G (images 1e-4, points 5e-4)")] = None,
     lr_d: Annotated[float | None, Opt(help="learning rate of D; TTUR: larger than G's (images 4e-4, points 1e-3)")] = None,
-    beta1: Annotated[float, Opt(help="Adam beta1 (both nets)")] = 0.5,
-    beta2: Annotated[float | None, Opt(help="Adam beta2, both nets (images 0.9, points 0.999)")] = None,
-    n_critic: Annotated[int, Opt(help="D steps per G step (WGAN-GP uses 5)")] = 1,
+    beta1: Annotated[float | None, Opt(help="Adam beta1, both nets (0.5; wgan-gp 0, as in its Algorithm 1)")] = None,
+    beta2: Annotated[float | None, Opt(help="Adam beta2, both nets (images 0.9, points 0.999; wgan-gp 0.9)")] = None,
+    n_critic: Annotated[int | None, Opt(help="D steps per G step (1; wgan-gp 5, as in its Algorithm 1)")] = None,
     gp_weight: Annotated[float, Opt(help="lambda of the gradient penalty (wgan-gp)")] = 10.0,
+    weight_decay: training.WeightDecay = 0.0,
+    grad_clip: Annotated[float, Opt(help="clip each net's gradient norm (0 = off: the norms are logged as a diagnostic)")] = 0.0,
     r1: Annotated[float | None, Opt(help="gamma of the R1 penalty gamma/2 E||grad D(real)||^2 (points: in standardized "
                                          "coordinates; 0 = off; images 0, points 0.1)")] = None,
     sn: Annotated[bool | None, Opt("--sn/--no-sn", help="spectral norm on every D layer (images on, points off)")] = None,
@@ -270,11 +274,12 @@ def train(
 
     check = training.check
     ds = datasets.load(data)
-    if loss == "wgan-gp" and config["r1"] is None:
-        config["r1"] = 0.0  # WGAN-GP has its own penalty
-    for k, v in DEFAULTS[ds.kind].items():  # options left at None take the default of the data's kind
+    # Options left at None take the default of the loss, then of the data's kind. WGAN-GP: its Algorithm 1's
+    # n_critic = 5, Adam beta1 = 0, beta2 = 0.9, and no R1 (it has its own penalty).
+    for k, v in {**COMMON, **DEFAULTS[ds.kind], **(WGAN_GP if loss == "wgan-gp" else {})}.items():
         config[k] = v if config[k] is None else config[k]
     steps, batch_size, lr, lr_d, beta2, sn, pack, r1 = (config[k] for k in DEFAULTS["points"])
+    beta1, n_critic = config["beta1"], config["n_critic"]
     check(loss in LOSSES, f"unknown --loss {loss!r}; use one of {', '.join(LOSSES)}")
     for name in ("steps", "batch_size", "n_critic", "pack", "z_dim", "channels", "width", "depth"):
         check(config[name] > 0, f"--{name.replace('_', '-')} must be positive, got {config[name]}")
@@ -300,8 +305,8 @@ def train(
             m.std.copy_(ds.x.std(0))
     tr = training.Trainer("gan", config, {"G": G, "D": D}, ds, steps=steps, batch_size=batch_size,
                           lr={"G": lr, "D": lr_d}, betas=(beta1, beta2), out=out, device=device, seed=seed,
-                          resume=resume, ema="G", ema_decay=ema_decay, grad_clip=None, ckpt_every=ckpt_every,
-                          extra={"shape": list(ds.shape)})  # no clipping: the gradient norms are a diagnostic
+                          resume=resume, ema="G", ema_decay=ema_decay, weight_decay=weight_decay,
+                          grad_clip=grad_clip, ckpt_every=ckpt_every, extra={"shape": list(ds.shape)})
     D_raw = tr.raw["D"]
     eval_g = torch.Generator(tr.dev)
     for step, (x, _) in tr:

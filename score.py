@@ -255,6 +255,10 @@ def train(
     batch_size: Annotated[int, typer.Option(help="examples per step")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-3,
     warmup: Annotated[int, typer.Option(help="linear learning-rate warm-up steps")] = 100,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     levels: Annotated[int, typer.Option(help="L, the number of noise levels")] = 10,
     sigma_max: Annotated[float, typer.Option(help="sigma_1; 0 = choose: 1.0 for images (Song & Ermon 2019), the "
                                                   "largest pairwise distance of the normalized data for points")] = 0.0,
@@ -292,7 +296,8 @@ def train(
     model.sigmas.copy_(geometric_sigmas(s1, sigma_min, levels))
     tr = training.Trainer("score", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/score-{data}", device=device, seed=seed, resume=resume,
-                          ema_decay=ema_decay, warmup=warmup)
+                          ema_decay=ema_decay, warmup=warmup, betas=(beta1, beta2), weight_decay=weight_decay,
+                          grad_clip=grad_clip)
     sigmas = model.sigmas.to(tr.dev)
     for step, (x, _) in tr:
         with tr.autocast():

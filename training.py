@@ -68,6 +68,12 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps")]
 Seed = Annotated[int, typer.Option(help="random seed")]
 Resume = Annotated[bool, typer.Option(help="continue the run in --out from its checkpoint")]
 CkptEvery = Annotated[int, typer.Option(help="checkpoint every N steps")]
+# The optimizer's own settings, declared in every train command (each passes them to Trainer, none is hidden there):
+#     grad_clip: training.GradClip = 1.0   weight_decay: training.WeightDecay = 0.0   beta1: training.Beta1 = 0.9 ...
+GradClip = Annotated[float, typer.Option(help="clip the gradient norm to this before each step (0 = off)")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay (decoupled, Loshchilov & Hutter 2019)")]
+Beta1 = Annotated[float, typer.Option(help="AdamW beta1 (momentum of the gradient average)")]
+Beta2 = Annotated[float, typer.Option(help="AdamW beta2 (momentum of the squared-gradient average)")]
 
 
 class App(typer.Typer):
@@ -215,19 +221,24 @@ class Batches:
 # ----------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Runs the loop around a model's loss. `models` maps names to modules; each gets an AdamW optimizer
-    (lr and betas per name or shared). `ema` names the module whose EMA is kept for sampling."""
+    (lr and betas per name or shared). `ema` names the module whose EMA is kept for sampling. The optimizer settings
+    (betas, weight_decay, grad_clip) have no defaults here: each train command declares them as options."""
 
     def __init__(self, name: str, config: dict, models: dict[str, torch.nn.Module], ds, *, steps: int,
                  batch_size: int, lr: float | dict[str, float], out: str | Path, device: str = "auto",
                  seed: int = 0, resume: bool = False, ema: str | None = "model", ema_decay: float = 0.999,
-                 warmup: int = 0, betas: tuple[float, float] | dict = (0.9, 0.999), weight_decay: float = 0.0,
-                 grad_clip: float | None = 1.0, ckpt_every: int = 500, compile: bool = False,
+                 warmup: int = 0, betas: tuple[float, float] | dict, weight_decay: float,
+                 grad_clip: float | None, ckpt_every: int = 500, compile: bool = False,
                  extra: dict[str, Any] | None = None, log_every: int = 10):
         check(steps > 0, f"--steps must be positive, got {steps}")
         check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
         for v in (lr.values() if isinstance(lr, dict) else [lr]):
             check(v > 0, f"--lr must be positive, got {v}")
         check(0 <= ema_decay < 1, f"--ema-decay must be in [0, 1), got {ema_decay}")
+        for b in (b for pair in (betas.values() if isinstance(betas, dict) else [betas]) for b in pair):
+            check(0 <= b < 1, f"--beta1 and --beta2 must be in [0, 1), got {b}")
+        check(weight_decay >= 0, f"--weight-decay must be >= 0, got {weight_decay}")
+        check(grad_clip is None or grad_clip >= 0, f"--grad-clip must be >= 0 (0 = off), got {grad_clip}")
         self.name, self.config, self.ds = name, dict(config), ds
         self.steps, self.batch_size, self.warmup, self.grad_clip = steps, batch_size, warmup, grad_clip
         self.ckpt_every, self.log_every = ckpt_every, log_every

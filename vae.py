@@ -225,6 +225,10 @@ def train(
     batch_size: Annotated[int, Opt(help="examples per step")] = 128,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
+    grad_clip: training.GradClip = 1.0,
+    weight_decay: training.WeightDecay = 0.0,
+    beta1: training.Beta1 = 0.9,
+    beta2: training.Beta2 = 0.999,
     device: training.Device = "auto",
     seed: training.Seed = 0,
     out: Annotated[str, Opt(help="output folder (default runs/vae-<data>)")] = "",
@@ -241,13 +245,14 @@ def train(
     training.check(lik == "gaussian" or (ds.shape[1] % 4 == 0 and ds.shape[2] % 4 == 0),
                    f"image height and width must be divisible by 4, got {ds.shape}")
     config["model"] = dict(shape=list(ds.shape), latent_dim=latent_dim, hidden=hidden, likelihood=lik)
+    training.seed_everything(seed)  # the initial weights depend on --seed alone
     model = VAE(**config["model"])
     if lik == "gaussian":  # standardize points inside the model (buffers travel with the checkpoint)
         model.shift.copy_(ds.x.mean(0))
         model.scale.copy_(ds.x.std(0))
     tr = training.Trainer("vae", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/vae-{data}", device=device, seed=seed, resume=resume,
-                          ema_decay=ema_decay)
+                          ema_decay=ema_decay, betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip)
     g = torch.Generator().manual_seed(seed)
     x_probe = _model_input(model, ds.x[torch.randperm(len(ds), generator=g)[:1000]], g).to(tr.dev)  # for active units
     dims = math.prod(ds.shape)

@@ -142,9 +142,12 @@ class Net(torch.nn.Module):
         return self.lin(x)
 
 
+OPTIM = dict(betas=(0.9, 0.999), weight_decay=0.0, grad_clip=1.0)
+
+
 def make_trainer(tmp_path, **kw):
     ds = data.load("moons")
-    args = dict(steps=12, batch_size=16, lr=1e-2, out=tmp_path / "run", device="cpu", ckpt_every=4)
+    args = dict(steps=12, batch_size=16, lr=1e-2, out=tmp_path / "run", device="cpu", ckpt_every=4, **OPTIM)
     args.update(kw)
     return training.Trainer("toy", {"lr": args["lr"]}, {"model": Net()}, ds, **args)
 
@@ -194,7 +197,7 @@ def test_resume_refuses_changed_settings_and_wrong_model(tmp_path):
     tr.save()
     with pytest.raises(training.UserError, match="differ"):
         training.Trainer("toy", {"lr": 0.5}, {"model": Net()}, data.load("moons"), steps=20, batch_size=16, lr=0.5,
-                         out=tmp_path / "run", device="cpu", resume=True)
+                         out=tmp_path / "run", device="cpu", resume=True, **OPTIM)
     with pytest.raises(training.UserError, match="not 'ddpm'"):
         training.load_checkpoint(tmp_path / "run" / "ckpt.pt", "ddpm")
 

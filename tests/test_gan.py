@@ -68,6 +68,26 @@ def test_gradient_penalty_vanishes_iff_the_critic_has_unit_gradient(seed, shape,
                         rel_tol=1e-9, abs_tol=1e-12)
 
 
+@settings(max_examples=10)
+@given(st.integers(0, 10_000), st.sampled_from([(2,), (1, 3, 3)]), st.sampled_from([1, 2]))
+def test_gradient_penalty_is_taken_at_the_interpolates(seed, shape, pack):
+    # f(x) = 1/2 ||x||^2 over the k packed samples has gradient x: a penalty taken anywhere but at
+    # x^ = eps x + (1 - eps) x~ (eps per sample, drawn from the generator) gives another number
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(4 * pack, *shape, generator=g, dtype=torch.float64)
+    fake = 0.2 * torch.randn(4 * pack, *shape, generator=g, dtype=torch.float64) + 1.0
+
+    def critic(x):
+        return 0.5 * x.reshape(-1, pack * math.prod(shape)).pow(2).sum(1)
+
+    state = g.get_state()
+    gp = gan.gradient_penalty(critic, real, fake, g).item()
+    eps = torch.rand(real.shape[0], generator=torch.Generator().set_state(state)).double()  # drawn as the code does
+    x_hat = eps.view(-1, *[1] * len(shape)) * real + (1 - eps.view(-1, *[1] * len(shape))) * fake
+    norms = x_hat.reshape(-1, pack * math.prod(shape)).norm(dim=1)  # ||grad f(x^)|| = ||x^|| per packed output
+    assert math.isclose(gp, (norms - 1).pow(2).mean().item(), rel_tol=1e-9)
+
+
 def test_gradient_penalty_trains_the_critic():
     D = gan.MLPD(width=16, depth=2, sn=False)
     gp = gan.gradient_penalty(D, torch.randn(8, 2), torch.randn(8, 2))
@@ -107,6 +127,18 @@ def test_r1_penalty_trains_the_critic_and_is_on_by_default_for_points(tmp_path, 
         logged = [json.loads(line)["r1"] for line in (tmp_path / loss / "metrics.jsonl").read_text().splitlines()]
         assert torch.load(ckpt, weights_only=True)["config"]["r1"] == (0.1 if on else 0.0)
         assert all(v > 0 for v in logged) if on else all(v == 0 for v in logged)
+
+
+def test_wgan_gp_takes_the_papers_n_critic_and_adam_betas_unless_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    kw = dict(data="ring8", steps=1, batch_size=16, width=8, depth=1, z_dim=4, device="cpu", eval_every=0)
+    config = lambda name, **o: torch.load(gan.train(out=str(tmp_path / name), **kw, **o), weights_only=True)["config"]
+    c = config("wgan", loss="wgan-gp")  # Gulrajani et al. 2017, Algorithm 1: n_critic 5, Adam beta1 0, beta2 0.9
+    assert (c["n_critic"], c["beta1"], c["beta2"], c["r1"]) == (5, 0.0, 0.9, 0.0)
+    c = config("wgan-set", loss="wgan-gp", n_critic=2, beta1=0.5, beta2=0.99)
+    assert (c["n_critic"], c["beta1"], c["beta2"]) == (2, 0.5, 0.99)
+    c = config("bce", loss="bce")
+    assert (c["n_critic"], c["beta1"], c["beta2"], c["r1"]) == (1, 0.5, 0.999, 0.1)
 
 
 @settings(max_examples=5)
