@@ -128,7 +128,7 @@ def _quiet(fn, *args, **kwargs):
 def _ddpm_sample(mod, model, n, s, g):
     x_T = torch.randn(n, *model.shape, generator=g)
     images = len(model.shape) == 3
-    x0 = mod.sample(model.eps, model.alpha_bar, x_T, s["method"], s["steps"], s.get("eta", 0.0), g,
+    x0 = mod.sample(model.eps, model.alpha_bar64, x_T, s["method"], s["steps"], s.get("eta", 0.0), g,
                     x0_clip=1.0 if images else None)
     return model.denormalize(x0)
 
@@ -236,7 +236,7 @@ def _cfg_sample(mod, model, n, s, g):
     y = torch.randint(model.num_classes, (n,), generator=g)
     x_T = torch.randn(n, *model.shape, generator=g)
     images = len(model.shape) == 3
-    x0 = ddpm.sample(mod.guided_eps(model, y, s["guidance"]), model.alpha_bar, x_T, "dpm++2m", s["steps"], 0.0, g,
+    x0 = ddpm.sample(mod.guided_eps(model, y, s["guidance"]), model.alpha_bar64, x_T, "dpm++2m", s["steps"], 0.0, g,
                      x0_clip=1.0 if images else None)
     return model.denormalize(x0)
 

@@ -147,7 +147,7 @@ def generate(model: ddpm.DDPM, y: torch.Tensor, s: float, sampler: str = "dpm++2
     for y_b in y.split(batch_size):
         x_T = torch.randn(len(y_b), *model.shape, generator=generator, device=dev)
         with training.autocast(dev):
-            x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), s), model.alpha_bar, x_T, sampler, steps, eta,
+            x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), s), model.alpha_bar64, x_T, sampler, steps, eta,
                               generator, spacing, 1.0 if images else None)
         xs.append(model.denormalize(x_0.float()))
     return torch.cat(xs)

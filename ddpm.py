@@ -13,7 +13,8 @@ Algorithm -> function:
     Algorithm 2 (ancestral sampling)                -> sample(..., sampler="ddpm")
     DDIM, eq. 12 of Song et al. 2020 (any eta)      -> sample(..., sampler="ddim");  inversion -> ddim_invert
     DPM-Solver++(2M), Alg. 2 of Lu et al. 2022      -> sample(..., sampler="dpm++2m")
-    variational bound L_vlb, eq. 5 (bits/dim)       -> DDPM.vlb
+    variational bound L_vlb, eq. 5 (bits/dim)       -> DDPM.vlb (prior L_T: prior_kl; L_0: decoder_nll, eq. 13;
+                                                       nats -> bits/dim: bits_per_dim)
 Schedules: linear (Ho et al.) and cosine (Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672, eq. 17).
 
 Commands:
@@ -47,6 +48,21 @@ def make_betas(schedule: str, T: int) -> np.ndarray:
         alpha_bar = f / f[0]
         return np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0, 0.999)  # beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}
     raise ValueError(f"unknown schedule {schedule!r}; use linear or cosine")
+
+
+def prior_kl(x_0, alpha_bar_T):
+    """The prior term L_T = KL(q(x_T | x_0) || N(0, I)) of eq. 5, summed over dims, per example. With
+    q(x_T | x_0) = N(m, v I), m = sqrt(alpha_bar_T) x_0, v = 1 - alpha_bar_T (eq. 4), each dim contributes
+    KL(N(m, v) || N(0, 1)) = (m^2 + v - 1 - log v) / 2, and v - 1 - log v = -alpha_bar_T - log1p(-alpha_bar_T)
+    (written so to keep its digits when alpha_bar_T ~ 0: it is ~ alpha_bar_T^2 / 2)."""
+    m2 = alpha_bar_T * x_0 ** 2  # m^2
+    return 0.5 * (m2.flatten(1).sum(1) + x_0[0].numel() * (-alpha_bar_T - torch.log1p(-alpha_bar_T)))
+
+
+def bits_per_dim(nats, D: int):
+    """-log p(x) per example in nats -> bits per dimension: nats / (D ln 2). No dequantization offset is added: the
+    discretized decoder L_0 (decoder_nll) already puts a probability mass, not a density, on each 8-bit value."""
+    return nats / (D * math.log(2))
 
 
 def posterior(alpha_bar_t, alpha_bar_s, x_t, x_0):
@@ -185,16 +201,31 @@ class DDPM(nn.Module):
     """A noise predictor plus its schedule. Works in a normalized space x = (data - shift) / scale (identity for
     images in [-1, 1]; the train set's mean and std for points, so one set of hyperparameters fits every toy)."""
 
-    def __init__(self, net: nn.Module, T: int = 1000, schedule: str = "linear", prediction: str = "eps",
+    def __init__(self, net: nn.Module, T: int = 1000, schedule: str | np.ndarray = "linear", prediction: str = "eps",
                  min_snr: float = 0.0, shift=0.0, scale=1.0):
+        """`schedule`: linear or cosine (make_betas), or the betas beta_1..beta_T themselves (length T)."""
         super().__init__()
         self.net, self.T, self.prediction, self.min_snr = net, T, prediction, min_snr
-        betas = make_betas(schedule, T)  # float64, then stored as float32 buffers
+        betas = make_betas(schedule, T) if isinstance(schedule, str) else np.asarray(schedule, dtype=np.float64)
+        if betas.shape != (T,):
+            raise ValueError(f"need {T} betas, got shape {betas.shape}")
         alpha_bar = np.cumprod(1 - betas)
+        # float64 copies (plain arrays: no dtype cast, EMA or DDP touches them) for the bound and the samplers; the
+        # float32 buffers serve the network's side (q_sample, loss, eps), where training needs no more digits
+        self.betas_np, self.alpha_bar_np = betas, alpha_bar
         self.register_buffer("betas", torch.tensor(betas, dtype=torch.float32))
         self.register_buffer("alpha_bar", torch.tensor(alpha_bar, dtype=torch.float32))
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    @property
+    def betas64(self) -> torch.Tensor:
+        return torch.from_numpy(self.betas_np).to(self.alpha_bar.device)
+
+    @property
+    def alpha_bar64(self) -> torch.Tensor:
+        """alpha_bar in float64 on the model's device: pass it to `sample` (1 - alpha_bar loses digits in float32)."""
+        return torch.from_numpy(self.alpha_bar_np).to(self.alpha_bar.device)
 
     def normalize(self, x):
         return (x - self.shift) / self.scale
@@ -246,11 +277,9 @@ class DDPM(nn.Module):
         beta_1 when `discrete`, else a continuous Gaussian. Each term uses one x_t ~ q(x_t | x_0); the sum over t > 0
         is exact (n_t None) or estimated from n_t stratified timesteps."""
         B, T = x_0.shape[0], self.T
-        D = x_0[0].numel()
-        ab = self.alpha_bar.double()
-        # prior term L_T = KL(q(x_T | x_0) || N(0, I))
-        m, v = ab[-1].sqrt() * x_0.double(), 1 - ab[-1]
-        L_T = 0.5 * ((m ** 2).flatten(1).sum(1) + D * (v - 1 - v.log()))
+        betas, ab = self.betas64.to(x_0.device), self.alpha_bar64.to(x_0.device)  # float64 schedule
+        x0 = x_0.double()
+        L_T = prior_kl(x0, ab[-1])  # prior term L_T = KL(q(x_T | x_0) || N(0, I))
         if n_t is None or n_t >= T - 1:
             ts, weight = list(range(T)), 1.0
         else:  # L_0 exactly, plus an unbiased stratified estimate of sum_{t=1}^{T-1} L_t (one t per stratum)
@@ -260,15 +289,16 @@ class DDPM(nn.Module):
         L = torch.zeros(B, dtype=torch.float64, device=x_0.device)
         for t_ in ts:
             t = torch.full((B,), t_, device=x_0.device, dtype=torch.long)
-            eps = torch.randn(x_0.shape, generator=generator).to(x_0.device)
-            x_t = self.q_sample(x_0, t, eps)
-            x0_hat = (x_t - (1 - ab[t_]).float().sqrt() * self.eps(x_t, t)) / ab[t_].float().sqrt()  # eq. 15
+            eps = torch.randn(x_0.shape, generator=generator).to(x_0.device, torch.float64)
+            x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).sqrt() * eps  # eq. 4, in float64; the network sees x_0's dtype
+            eps_hat = self.eps(x_t.to(x_0.dtype), t).double()
+            x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_].sqrt()  # eq. 15
             if t_ == 0:  # L_0 = -log p(x_0 | x_1), decoder mean = x0_hat, std = sqrt(beta_1)
-                L = L + decoder_nll(x_0.double(), x0_hat.double(), self.betas[0].double().sqrt(), discrete)
+                L = L + decoder_nll(x0, x0_hat, betas[0].sqrt(), discrete)
                 continue
             ab_s = ab[t_ - 1]
-            mu_q, var = posterior(ab[t_], ab_s, x_t.double(), x_0.double())
-            mu_p, _ = posterior(ab[t_], ab_s, x_t.double(), x0_hat.double())
+            mu_q, var = posterior(ab[t_], ab_s, x_t, x0)
+            mu_p, _ = posterior(ab[t_], ab_s, x_t, x0_hat)
             L = L + weight * ((mu_q - mu_p) ** 2).flatten(1).sum(1) / (2 * var)  # KL of equal-variance Gaussians
         return L + L_T
 
@@ -286,6 +316,13 @@ def decoder_nll(x_0, mean, std, discrete: bool):
 
 # ----------------------------------------------------------------------------------------------------- samplers
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+
+
+def ddim_sigma(alpha_bar_t, alpha_bar_s, eta: float):
+    """The noise of the DDIM jump t -> s < t, Song et al. 2020 eq. 16:
+    sigma_t(eta) = eta * sqrt((1 - ab_s) / (1 - ab_t)) * sqrt(1 - ab_t / ab_s). eta = 1 gives the posterior std
+    sqrt(beta_tilde) of q(x_s | x_t, x_0) (ancestral sampling, Algorithm 2); eta = 0 the deterministic DDIM."""
+    return eta * ((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)).sqrt()
 
 
 def timesteps(T: int, steps: int, alpha_bar: torch.Tensor | None = None, spacing: str = "lambda") -> list[int]:
@@ -339,7 +376,8 @@ def sample(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, sampler
             eps = (x - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
         if sampler in ("ddpm", "ddim"):
             e = 1.0 if sampler == "ddpm" else eta
-            sigma = e * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()  # = sqrt(beta_tilde) when e = 1
+            sigma = ddim_sigma(ab_t, ab_s, e)  # = sqrt(beta_tilde) when e = 1
+            # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps + sigma z   (eq. 12)
             dir_xt = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps  # "direction pointing to x_t"
             x = ab_s.sqrt() * x0 + dir_xt
             if i + 1 < len(ts) and e > 0:
@@ -487,7 +525,7 @@ def train(
     def sample_fn(n):
         m = tr.sampling_model()
         x_T = torch.randn(n, *ds.shape, device=tr.dev)
-        x0 = sample(m.eps, m.alpha_bar, x_T, "dpm++2m", 20, x0_clip=1.0 if ds.kind == "images" else None)
+        x0 = sample(m.eps, m.alpha_bar64, x_T, "dpm++2m", 20, x0_clip=1.0 if ds.kind == "images" else None)
         return m.denormalize(x0)
 
     return tr.finish(sample_fn, n=64 if ds.kind == "images" else 2000, reference=ds.x[:2000] if ds.kind == "points" else None)
@@ -526,7 +564,7 @@ def sample_cmd(
     for i in range(0, n, batch_size):
         x_T = torch.randn(min(batch_size, n - i), *model.shape, generator=g, device=dev)
         with training.autocast(dev):
-            x0 = sample(model.eps, model.alpha_bar, x_T, sampler, steps, eta, g, spacing, 1.0 if images else None)
+            x0 = sample(model.eps, model.alpha_bar64, x_T, sampler, steps, eta, g, spacing, 1.0 if images else None)
         xs.append(model.denormalize(x0.float()))
     x = torch.cat(xs)
     datasets.write_samples(x, out or Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
@@ -554,7 +592,7 @@ def nll(
     images = ds.kind == "images"
     L = torch.cat([model.vlb(model.normalize(xb), n_t or None, discrete=images, generator=g) for xb in x.split(100)])
     if images:
-        value = (L.mean() / (x[0].numel() * math.log(2))).item()  # nats -> bits per dimension
+        value = bits_per_dim(L.mean().item(), x[0].numel())  # nats -> bits per dimension
         print(f"DDPM variational bound on {ds.name}:{split} (n={n}, {n_t or model.T} timesteps/example): "
               f"{value:.3f} bits/dim (8-bit data, discretized decoder)")
     else:  # the bound is in the normalized space: -log p(x) = -log p(z) + sum log scale
@@ -580,8 +618,8 @@ def invert(
     training.check(steps <= model.T, f"--steps must be at most T = {model.T}")
     ds = datasets.load(model.config["data"], "test")
     x_0 = model.normalize(ds.x[:n].to(model.alpha_bar.device))
-    x_T = ddim_invert(model.eps, model.alpha_bar, x_0, steps)
-    x_rec = sample(model.eps, model.alpha_bar, x_T, "ddim", steps)
+    x_T = ddim_invert(model.eps, model.alpha_bar64, x_0, steps)
+    x_rec = sample(model.eps, model.alpha_bar64, x_T, "ddim", steps)
     rmse = (x_rec - x_0).pow(2).mean().sqrt().item()
     print(f"DDIM inversion with {steps} steps each way: RMSE(x_0, reconstruction) = {rmse:.4f} "
           f"(data std {x_0.std().item():.3f}); x_T std {x_T.std().item():.3f}")

@@ -7,10 +7,19 @@ Formulas (a = real features, b = generated features, rows are samples):
   singular) and B = F1^T F2, S1 S2 has the eigenvalues of the symmetric PSD B B^T (= F1^T S2 F1, similar to
   S1^(1/2) S2 S1^(1/2)), so Tr((S1 S2)^(1/2)) = sum_i sqrt(lambda_i(B B^T)): two Cholesky factorizations, two matmuls
   and one eigvalsh, in float64.
-  Same value as pytorch-fid's `calculate_frechet_distance`; `python fid.py bench-sqrt` measures the speed.
+  For non-singular covariances this is the same value as pytorch-fid's `calculate_frechet_distance` (agreement to 1e-6
+  relative is tested); `python fid.py bench-sqrt` measures the speed. Singular covariances (rank-deficient, e.g.
+  fewer samples than dimensions) are where it departs: pytorch-fid's sqrtm of the singular product is ill-conditioned,
+  and when it returns non-finite values pytorch-fid adds 1e-6 I to both covariances, which shifts the result; here the
+  eigenvalues below the rank tolerance (round-off, at most d eps lambda_max) are set to 0 before their square roots
+  are taken, so the PSD formula is evaluated exactly: e.g. rank one, S1 = v v^T, S2 = w w^T, gives
+  Tr((S1 S2)^(1/2)) = |v.w| and d^2 = ||mu1 - mu2||^2 + |v|^2 + |w|^2 - 2 |v.w| to round-off (the square roots of
+  round-off eigenvalues would otherwise add errors of order sqrt(eps) |v| |w|, ~1e-8 relative).
 - KID (Binkowski et al. 2018, https://arxiv.org/abs/1801.01401): unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3,
       MMD^2_u = sum_{i!=j} k(a_i,a_j)/(m(m-1)) + sum_{i!=j} k(b_i,b_j)/(m(m-1)) - 2 sum_{i,j} k(a_i,b_j)/m^2,
-  averaged over random subsets of m samples; we report the mean and the std over subsets.
+  averaged over random subsets of m samples; we report the mean and the std over subsets. When m is a whole set
+  (subset_size >= N), every subset of that side is the same set, so the std only reflects the other side's
+  subsampling: `kid` warns.
 - Precision / recall (Kynkaanniemi et al. 2019, https://arxiv.org/abs/1904.06991): the manifold of a set is the union of
   balls around its samples with radius = distance to the k-th nearest neighbour (k = 3). precision = fraction of
   generated samples inside the real manifold; recall = fraction of real samples inside the generated manifold.
@@ -83,12 +92,17 @@ def _pair(a, b, min_n: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------------------------------- Frechet distance
 def _factor(S: torch.Tensor) -> torch.Tensor:
-    """F with S = F F^T: the Cholesky factor when S is positive definite (cheap), else U diag(sqrt l) from eigh."""
+    """F with S = F F^T: the Cholesky factor when S is clearly positive definite (cheap), else U diag(sqrt l) from eigh
+    with the round-off eigenvalues set to 0, so that a rank-r S gives a factor of exactly rank r."""
+    eps, d = torch.finfo(torch.float64).eps, len(S)
     L, info = torch.linalg.cholesky_ex(S)
-    if info == 0:
+    # a singular S can pass Cholesky with a round-off pivot L_jj^2 ~ eps |S|, whose square root (~sqrt(eps)) would
+    # leak into Tr((S1 S2)^(1/2)); every pivot is >= lambda_min(S), so pivots well above round-off keep Cholesky
+    if info == 0 and L.diagonal().square().min() > 100 * d * eps * S.diagonal().max():
         return L
     l, U = torch.linalg.eigh(S)  # singular S (fewer samples than dims): S = U diag(l) U^T, l >= 0 up to round-off
-    return U * l.clamp_min(0).sqrt()
+    tol = l.abs().max() * d * eps  # numpy.linalg.matrix_rank's tolerance: smaller eigenvalues are round-off
+    return U * torch.where(l > tol, l, 0.0).sqrt()
 
 
 def sqrt_trace(sigma1, sigma2) -> tuple[float, bool]:
@@ -98,12 +112,15 @@ def sqrt_trace(sigma1, sigma2) -> tuple[float, bool]:
     B = F1.mT @ F2  # eig(XY) = eig(YX) with X = F1, Y = F1^T S2: eig(S1 S2) = eig(F1^T S2 F1) = eig(B B^T)
     lam = torch.linalg.eigvalsh(B @ B.mT)  # symmetric PSD: real eigenvalues >= 0 (up to round-off)
     tol = lam.abs().max() * len(lam) * torch.finfo(torch.float64).eps  # numpy.linalg.matrix_rank's tolerance
-    return float(lam.clamp_min(0).sqrt().sum()), bool(lam.min() <= tol)
+    # eigenvalues <= tol are round-off of zeros (singular S1 S2): 0, not sqrt(round-off) ~ sqrt(eps) lambda_max^(1/2)
+    return float(torch.where(lam > tol, lam, 0.0).sqrt().sum()), bool(lam.min() <= tol)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al. 2017, eq. 6), float64, >= 0.
-    A singular covariance gives a finite value and a BiasedEstimateWarning, never an exception."""
+    Equal to pytorch-fid's value for non-singular covariances. A singular covariance gives the exact value of the
+    formula (pytorch-fid would add 1e-6 I when its sqrtm fails; see the module docstring) and a
+    BiasedEstimateWarning, never an exception."""
     mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
     sigma1, sigma2 = (np.atleast_2d(np.asarray(s, np.float64)) for s in (sigma1, sigma2))
     d = len(mu1)
@@ -142,9 +159,15 @@ def fid(a, b) -> float:
 # ----------------------------------------------------------------------------------------------------- KID
 def kid(a, b, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> dict:
     """Kernel inception distance: unbiased MMD^2 with k(x, y) = (x.y/d + 1)^3 over `subsets` random subsets of
-    m = min(subset_size, N, M) samples. Returns {"mean": float, "std": float} (std over subsets)."""
+    m = min(subset_size, N, M) samples. Returns {"mean": float, "std": float} (std over subsets).
+    Warns when m is a whole set: its subsets are all that set, so the std omits that side's sampling variance."""
     a, b = _pair(a, b)
     m, d = min(subset_size, len(a), len(b)), a.shape[1]
+    whole = [f"{name} ({n})" for name, n in (("first set", len(a)), ("second set", len(b))) if n == m]
+    if whole:
+        warnings.warn(f"KID subsets of {m} are the whole {' and the whole '.join(whole)}: the std over subsets "
+                      f"leaves out that side's sampling variance; use more samples than the subset size "
+                      f"({subset_size})", stacklevel=2)
     rng = np.random.default_rng(seed)
 
     def kernel_sum(x, y, unbiased):  # sum_{i,j} k(x_i, y_j), leaving out i = j when x is y

@@ -9,7 +9,8 @@ whose minimizer is the score of q_sigma; over all levels with weight lambda(sigm
     L(theta) = 1/L sum_i sigma_i^2 l(theta; sigma_i) = 1/L sum_i 1/2 E || sigma_i s_theta(x~, sigma_i) + z ||^2
 with x~ = x + sigma_i z, z ~ N(0, I).
 No likelihood and no partition function appear anywhere: the score of exp(-E)/Z does not depend on Z.
-Sampling runs Langevin dynamics at each level in turn, from the largest sigma to the smallest (Algorithm 1), then
+Sampling runs Langevin dynamics at each level in turn, from the largest sigma to the smallest (Algorithm 1,
+x <- x + alpha_i / 2 s_theta(x, sigma_i) + sqrt(alpha_i) z with alpha_i = eps sigma_i^2 / sigma_L^2), then
 optionally one denoising step x + sigma_L^2 s_theta(x, sigma_L) (Tweedie's formula, Efron 2011; the final denoising
 step recommended by Jolicoeur-Martineau et al. 2021, https://arxiv.org/abs/2009.05475).
 
@@ -181,7 +182,11 @@ def annealed_langevin(score_fn: Callable, x: torch.Tensor, sigmas, steps_per_lev
     """Algorithm 1 of Song & Ermon 2019. sigmas: largest to smallest; score_fn(x, sigma) with sigma a float tensor [B].
         for i = 1..L:  alpha_i = eps * sigma_i^2 / sigma_L^2
             for t = 1..T:  x <- x + alpha_i / 2 * s(x, sigma_i) + sqrt(alpha_i) z_t,  z_t ~ N(0, I)
-    The step keeps alpha_i / sigma_i^2 constant, so every level mixes at the same rate relative to its own scale."""
+    The step keeps alpha_i / sigma_i^2 constant, so every level mixes at the same rate relative to its own scale.
+    Convention: this is the paper's Algorithm 1 (drift alpha / 2, noise sqrt(alpha)). The official NCSN code
+    (ermongroup/ncsn, anneal_Langevin_dynamics) writes x + a s + sqrt(2 a) z with a = step_lr sigma_i^2 / sigma_L^2,
+    the same chain with alpha = 2 a: so eps here is twice its step_lr, and the same number (e.g. the default
+    2e-5 in both) takes half the official code's step. To reproduce that code, pass eps = 2 * step_lr."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(x.device)
     for sigma in sigmas:
         alpha = eps * sigma ** 2 / sigmas[-1] ** 2  # step size alpha_i (Alg. 1 line 3)

@@ -31,7 +31,117 @@ def add(name: str, file: str, find: str, replace: str, tests: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- the mutants
-# (filled in below, one block per file; each names the test that catches it)
+# One block per file; each mutant names the tests that must catch it.
+# same seed, same model (the contract test runs each file twice from different global RNG states)
+SAME = "tests/test_contract.py::test_same_seed_same_model_and_resume_is_exact"
+for f in ("vae", "cfg"):
+    add(f"{f}-seed-after-build", f"{f}.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "",
+        f"{SAME}[{f}]")
+add("training-traceback-on-bad-steps", "training.py", 'check(steps > 0, f"--steps must be positive, got {steps}")',
+    "assert steps > 0", "tests/test_contract.py::test_bad_input_is_one_line_and_exit_2[vae]")
+add("training-resume-skips-optimizer", "training.py", "            o.load_state_dict(ck[\"opts\"][k])\n", "            pass\n",
+    f"{SAME}[ddpm]")
+
+# gan.py: the gradient penalty at the interpolates, per packed output; WGAN-GP's own defaults
+GP = "tests/test_gan.py::test_gradient_penalty_is_taken_at_the_interpolates"
+add("gan-gp-interpolate-swapped", "gan.py", "eps * real + (1 - eps) * fake.detach()", "eps * fake.detach() + (1 - eps) * real", GP)
+add("gan-gp-at-real-points", "gan.py", "eps * real + (1 - eps) * fake.detach()", "real", GP)
+add("gan-gp-squared-norm", "gan.py", "(grad.norm(dim=1) - 1).pow(2).mean()", "(grad.pow(2).sum(1) - 1).pow(2).mean()", GP)
+add("gan-gp-norm-per-sample", "gan.py", "grad = grad.reshape(outputs, -1)  # [B, ...] -> [outputs, k * dims of one sample]",
+    "grad = grad.reshape(grad.shape[0], -1)", GP)
+add("gan-wgan-gp-paper-defaults-off", "gan.py", 'WGAN_GP = dict(beta1=0.0, beta2=0.9, n_critic=5, r1=0.0)',
+    'WGAN_GP = dict(r1=0.0)', "tests/test_gan.py::test_wgan_gp_takes_the_papers_n_critic_and_adam_betas_unless_set")
+
+# ebm.py: the grid likelihood in data space, the base measure, the box check
+EBM_NLL = "tests/test_ebm.py::test_nll_is_the_gaussians_in_data_space"
+BOX = "tests/test_ebm.py::test_mass_outside_the_box_is_measured_and_warned"
+add("ebm-nll-no-log-jacobian", "ebm.py", "return self(self.normalize(x)) + log_z + self.scale.log().sum()",
+    "return self(self.normalize(x)) + log_z", EBM_NLL)
+add("ebm-nll-log-jacobian-sign", "ebm.py", "return self(self.normalize(x)) + log_z + self.scale.log().sum()",
+    "return self(self.normalize(x)) + log_z - self.scale.log().sum()", EBM_NLL)
+add("ebm-base-measure-factor", "ebm.py", "(x ** 2).flatten(1).sum(1) / (2 * self.base_std ** 2)",
+    "(x ** 2).flatten(1).sum(1) / (self.base_std ** 2)", EBM_NLL)
+add("ebm-normalize-inverted", "ebm.py", "return (x - self.shift) / self.scale", "return (x - self.shift) * self.scale", EBM_NLL)
+add("ebm-cell-area", "ebm.py", "torch.cartesian_prod(u, u)) + 2 * math.log(h)).float()",
+    "torch.cartesian_prod(u, u)) + math.log(h)).float()", EBM_NLL)
+add("ebm-ring-mask", "ebm.py", "ring = grid[grid.abs().amax(1) > box]", "ring = grid[grid.abs().amin(1) > box]", BOX)
+add("ebm-ring-cell-area", "ebm.py", "log_ring = _sum_exp_neg_E(energy_fn, ring) + 2 * math.log(h)",
+    "log_ring = _sum_exp_neg_E(energy_fn, ring) + math.log(h)", BOX)
+add("ebm-no-warning", "ebm.py", "        if check and (lost := mass_outside(", "        if False and (lost := mass_outside(", BOX)
+
+# ddpm.py: units, the prior and decoder terms, the bound two-sided (Monte Carlo of its definition), DDIM's sigma,
+# v-prediction and the min-SNR weights, the stratified estimator, the float64 schedule
+add("ddpm-bpd-no-ln2", "ddpm.py", "return nats / (D * math.log(2))", "return nats / D", "tests/test_ddpm.py::test_bits_per_dim_hand_values")
+add("ddpm-bpd-log256", "ddpm.py", "return nats / (D * math.log(2))", "return nats / (D * math.log(256))", "tests/test_ddpm.py::test_bits_per_dim_hand_values")
+add("ddpm-prior-m-not-squared", "ddpm.py", "m2 = alpha_bar_T * x_0 ** 2", "m2 = alpha_bar_T.sqrt() * x_0 ** 2", "tests/test_ddpm.py::test_prior_term_is_kl_to_standard_normal")
+add("ddpm-prior-logv-sign", "ddpm.py", "(-alpha_bar_T - torch.log1p(-alpha_bar_T))", "(-alpha_bar_T + torch.log1p(-alpha_bar_T))", "tests/test_ddpm.py::test_prior_term_is_kl_to_standard_normal")
+add("ddpm-prior-no-half", "ddpm.py", "return 0.5 * (m2.flatten(1).sum(1)", "return (m2.flatten(1).sum(1)", "tests/test_ddpm.py::test_prior_term_hand_value")
+add("ddpm-prior-dropped", "ddpm.py", "        return L + L_T\n", "        return L\n", "tests/test_ddpm.py::test_vlb_terms_by_hand")
+add("ddpm-prior-at-ab1", "ddpm.py", "L_T = prior_kl(x0, ab[-1])", "L_T = prior_kl(x0, ab[-2])", "tests/test_ddpm.py::test_vlb_terms_by_hand")
+add("ddpm-ddim-sigma-no-ratio", "ddpm.py", "(1 - alpha_bar_t / alpha_bar_s)).sqrt()", "(1 - alpha_bar_t)).sqrt()", "tests/test_ddpm.py::test_ddim_sigma_is_eta_times_posterior_std")
+add("ddpm-ddim-sigma-eta-squared", "ddpm.py", "return eta * ((1 - alpha_bar_s)", "return eta ** 2 * ((1 - alpha_bar_s)", "tests/test_ddpm.py::test_ddim_sigma_is_eta_times_posterior_std")
+add("ddpm-ddim-sigma-flipped", "ddpm.py", "((1 - alpha_bar_s) / (1 - alpha_bar_t) *", "((1 - alpha_bar_t) / (1 - alpha_bar_s) *", "tests/test_ddpm.py::test_ddim_sigma_eta1_consecutive_is_beta_tilde")
+add("ddpm-ddim-sigma-ignores-sampler", "ddpm.py", "sigma = ddim_sigma(ab_t, ab_s, e)", "sigma = ddim_sigma(ab_t, ab_s, eta)", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
+add("ddpm-ddim-dir-no-sigma", "ddpm.py", "dir_xt = (1 - ab_s - sigma ** 2)", "dir_xt = (1 - ab_s)", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
+add("ddpm-ddim-noise-variance", "ddpm.py", "x = x + sigma * torch.randn(", "x = x + sigma ** 2 * torch.randn(", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
+add("ddpm-v-target-sign", "ddpm.py", "target = ab_.sqrt() * eps - (1 - ab_).sqrt() * x_0", "target = ab_.sqrt() * eps + (1 - ab_).sqrt() * x_0", "tests/test_ddpm.py::test_loss_target_and_min_snr_weight")
+add("ddpm-v-target-swapped", "ddpm.py", "target = ab_.sqrt() * eps - (1 - ab_).sqrt() * x_0", "target = (1 - ab_).sqrt() * eps - ab_.sqrt() * x_0", "tests/test_ddpm.py::test_loss_target_and_min_snr_weight")
+add("ddpm-v-to-eps-sign", "ddpm.py", "return ab.sqrt() * out + (1 - ab).sqrt() * x_t", "return ab.sqrt() * out - (1 - ab).sqrt() * x_t", "tests/test_ddpm.py::test_v_prediction_converts_to_eps")
+add("ddpm-v-to-eps-swapped", "ddpm.py", "return ab.sqrt() * out + (1 - ab).sqrt() * x_t", "return (1 - ab).sqrt() * out + ab.sqrt() * x_t", "tests/test_ddpm.py::test_v_prediction_converts_to_eps")
+add('ddpm-minsnr-v-as-eps', 'ddpm.py', '(snr + 1 if self.prediction == "v" else snr)', '(snr if self.prediction == "v" else snr)', 'tests/test_ddpm.py::test_loss_target_and_min_snr_weight')
+add('ddpm-minsnr-eps-as-v', 'ddpm.py', '(snr + 1 if self.prediction == "v" else snr)', '(snr + 1 if self.prediction == "v" else snr + 1)', 'tests/test_ddpm.py::test_loss_target_and_min_snr_weight')
+add("ddpm-minsnr-clamp-min", "ddpm.py", "snr.clamp(max=self.min_snr)", "snr.clamp(min=self.min_snr)", "tests/test_ddpm.py::test_loss_target_and_min_snr_weight")
+add("ddpm-minsnr-snr-inverted", "ddpm.py", "snr = ab / (1 - ab)", "snr = (1 - ab) / ab", "tests/test_ddpm.py::test_loss_target_and_min_snr_weight")
+add("ddpm-decoder-bin-width-upper", "ddpm.py", "normal.cdf(x_0 + 1 / 255)", "normal.cdf(x_0 + 2 / 255)", "tests/test_ddpm.py::test_discretized_decoder_bins")
+add("ddpm-decoder-bin-width-lower", "ddpm.py", "normal.cdf(x_0 - 1 / 255)", "normal.cdf(x_0 - 0.5 / 255)", "tests/test_ddpm.py::test_discretized_decoder_bins")
+add("ddpm-decoder-no-upper-tail", "ddpm.py", "torch.where(x_0 > 0.999,", "torch.where(x_0 > 1.5,", "tests/test_ddpm.py::test_discretized_decoder_bins")
+add("ddpm-decoder-no-lower-tail", "ddpm.py", "torch.where(x_0 < -0.999,", "torch.where(x_0 < -1.5,", "tests/test_ddpm.py::test_discretized_decoder_bins")
+add("ddpm-decoder-tail-too-wide", "ddpm.py", "torch.where(x_0 > 0.999,", "torch.where(x_0 > 0.99,", "tests/test_ddpm.py::test_discretized_decoder_bins")
+add("ddpm-strata-weight", "ddpm.py", "(T - 1) / n_t", "T / n_t", "tests/test_ddpm.py::test_stratified_sum_over_t_is_unbiased")
+add("ddpm-strata-midpoint", "ddpm.py", "u * (edges[1:] - edges[:-1])", "0.5 * (edges[1:] - edges[:-1])", "tests/test_ddpm.py::test_stratified_sum_over_t_is_unbiased")
+add("ddpm-strata-edges", "ddpm.py", "edges = torch.linspace(1, T, n_t + 1)", "edges = torch.linspace(1, T - 1, n_t + 1)", "tests/test_ddpm.py::test_stratified_sum_over_t_is_unbiased")
+add("ddpm-strata-no-L0", "ddpm.py", "ts, weight = [0] + (edges", "ts, weight = (edges", "tests/test_ddpm.py::test_stratified_sum_over_t_is_unbiased")
+add("ddpm-vlb-kl-factor", "ddpm.py", ".flatten(1).sum(1) / (2 * var)", ".flatten(1).sum(1) / var", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-vlb-decoder-std", "ddpm.py", "decoder_nll(x0, x0_hat, betas[0].sqrt(), discrete)", "decoder_nll(x0, x0_hat, betas[1].sqrt(), discrete)", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-vlb-xt-variance", "ddpm.py", "x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).sqrt() * eps", "x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]) * eps", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-vlb-x0hat", "ddpm.py", "x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_].sqrt()", "x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_]", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-vlb-too-tight", "ddpm.py", "mu_p, _ = posterior(ab[t_], ab_s, x_t, x0_hat)", "mu_p, _ = posterior(ab[t_], ab_s, x_t, 0.5 * (x0 + x0_hat))", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-vlb-float32-schedule", "ddpm.py", "betas, ab = self.betas64.to(x_0.device), self.alpha_bar64.to(x_0.device)", "betas, ab = self.betas.double(), self.alpha_bar.double()", "tests/test_ddpm.py::test_vlb_of_float32_model_keeps_float64_schedule")
+
+
+
+# score.py: the DSM loss in closed form for Gaussian data (pins the sigma^2 weight), Algorithm 1's Langevin step
+# fid.py: precision/recall by hand (the k-th neighbour), rank-one Frechet distances, the KID kernel and its warning
+add("score-dsm-weight-one", "score.py", "0.5 * ((s * (score_fn(x_tilde, sigma).float() - target)) ** 2)", "0.5 * ((score_fn(x_tilde, sigma).float() - target) ** 2)", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-dsm-weight-sigma", "score.py", "0.5 * ((s * (score_fn(x_tilde, sigma).float() - target)) ** 2)", "0.5 * ((s.sqrt() * (score_fn(x_tilde, sigma).float() - target)) ** 2)", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-dsm-half", "score.py", "return 0.5 * ((s * (score_fn", "return 1.0 * ((s * (score_fn", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-dsm-sum-dims", "score.py", ".flatten(1).sum(1).mean()", ".flatten(1).mean(1).mean()", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-target-sign", "score.py", "return x + s * z, -z / s", "return x + s * z, z / s", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-target-scale", "score.py", "return x + s * z, -z / s", "return x + s * z, -z / s ** 2", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-perturb-variance", "score.py", "return x + s * z, -z / s", "return x + s ** 2 * z, -z / s", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-level-choice", "score.py", "sigma = sigmas[i].to(x.device)", "sigma = sigmas[i // 2].to(x.device)", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")
+add("score-dsm-weight-exact-score", "score.py", "0.5 * ((s * (score_fn(x_tilde, sigma).float() - target)) ** 2)", "0.5 * ((score_fn(x_tilde, sigma).float() - target) ** 2)", "tests/test_score.py::test_dsm_loss_of_the_exact_score")
+add("score-langevin-drift", "score.py", "x = x + alpha / 2 * score_fn(x, sigma_b)", "x = x + alpha * score_fn(x, sigma_b)", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("score-langevin-noise", "score.py", "+ alpha.sqrt() * z", "+ (2 * alpha).sqrt() * z", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("score-langevin-official-convention", "score.py", "x = x + alpha / 2 * score_fn(x, sigma_b) + alpha.sqrt() * z", "x = x + alpha * score_fn(x, sigma_b) + (2 * alpha).sqrt() * z", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("score-langevin-schedule", "score.py", "alpha = eps * sigma ** 2 / sigmas[-1] ** 2", "alpha = eps * sigma / sigmas[-1]", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("score-langevin-level-sigma", "score.py", "sigma_b = sigma.expand(x.shape[0])", "sigma_b = sigmas[-1].expand(x.shape[0])", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("score-tweedie", "score.py", "return x + sigma ** 2 * score_fn(x, sigma_b)", "return x + sigma * score_fn(x, sigma_b)", "tests/test_score.py::test_tweedie_step_is_the_posterior_mean")
+add("fid-pr-k-minus-1", "fid.py", ".kthvalue(k + 1, dim=1)", ".kthvalue(k, dim=1)", "tests/test_fid.py::test_precision_recall_by_hand_pins_the_kth_neighbour")
+add("fid-pr-k-plus-1", "fid.py", ".kthvalue(k + 1, dim=1)", ".kthvalue(k + 2, dim=1)", "tests/test_fid.py::test_precision_recall_by_hand_pins_the_kth_neighbour")
+add("fid-pr-strict-ball", "fid.py", "<= radius).any(1)", "< radius).any(1)", "tests/test_fid.py::test_precision_recall_by_hand_pins_the_kth_neighbour")
+add("fid-pr-swap", "fid.py", '{"precision": _manifold_fraction(fake, real, k),', '{"precision": _manifold_fraction(real, fake, k),', "tests/test_fid.py::test_precision_recall_by_hand_pins_the_kth_neighbour")
+add("fid-fd-two-sqrt", "fid.py", "np.trace(sigma2) - 2 * tr_sqrt", "np.trace(sigma2) - tr_sqrt", "tests/test_fid.py::test_closed_form_for_diagonal_gaussians tests/test_fid.py::test_closed_form_for_rank_one_covariances")
+add("fid-fd-mean-term", "fid.py", "value = diff @ diff + np.trace", "value = np.abs(diff).sum() + np.trace", "tests/test_fid.py::test_closed_form_for_diagonal_gaussians")
+add("fid-factor-roundoff", "fid.py", "return U * torch.where(l > tol, l, 0.0).sqrt()", "return U * l.clamp_min(0).sqrt()", "tests/test_fid.py::test_closed_form_for_rank_one_covariances")
+add("fid-sqrt-trace-roundoff", "fid.py", "torch.where(lam > tol, lam, 0.0).sqrt().sum()", "lam.clamp_min(0).sqrt().sum()", "tests/test_fid.py::test_closed_form_for_one_rank_one_covariance")
+add("fid-factor-pivot", "fid.py", "if info == 0 and L.diagonal().square().min() > 100 * d * eps * S.diagonal().max():", "if info == 0:", "tests/test_fid.py::test_rank_one_by_hand")
+add("fid-kid-no-div-d", "fid.py", "k = x @ y.T / d + 1", "k = x @ y.T + 1", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
+add("fid-kid-degree-2", "fid.py", "k = k * k * k", "k = k * k", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
+add("fid-kid-biased", "fid.py", "return k.sum() - np.trace(k) if unbiased else k.sum()", "return k.sum() if unbiased else k.sum()", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
+add("fid-kid-norm", "fid.py", "/ (m * (m - 1))", "/ m**2", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
+add("fid-kid-cross", "fid.py", "- 2 * kernel_sum(x, y, False) / m**2)", "- kernel_sum(x, y, False) / m**2)", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
+add("fid-kid-no-warning", "fid.py", "    if whole:\n        warnings.warn(", "    if False:\n        warnings.warn(", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
 
 
 # ----------------------------------------------------------------------------------------------------- runner

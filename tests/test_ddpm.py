@@ -76,7 +76,7 @@ def test_vlb_never_exceeds_exact_nll(seed, x0):
     g = torch.Generator().manual_seed(seed)
     a, b = 0.8 * torch.rand(T, generator=g), 0.5 * torch.randn(T, generator=g)
     model = ddpm.DDPM(LinearEps(a, b), T, "cosine").double()
-    ab, betas = model.alpha_bar.double(), model.betas.double()
+    ab, betas = model.alpha_bar64, model.betas64
     # exact marginal: x_{T-1} ~ N(0, 1), then x_{s} = A x_t + c + N(0, var) down to the decoder N(x0_hat, beta_1)
     m, v = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
     for t in range(T - 1, -1, -1):
@@ -193,6 +193,259 @@ def test_ddim_eta0_is_deterministic_and_inversion_roundtrips():
     assert abs(x_T.std().item() - 1) < 0.1  # the encoder maps data to (nearly) standard normal noise
     x_rec = ddpm.sample(eps_fn, AB, x_T, "ddim", 100)
     assert (x_rec - x_0).pow(2).mean().sqrt() < 0.02
+
+
+# ------------------------------------------------------------------------------------------- the formulas, one by one
+# Each test below pins one formula against a value computed another way (by hand, by Bayes' rule, by a Monte Carlo
+# of the definition); scripts/mutants.py checks that breaking the formula makes the test fail.
+BETAS = np.array([0.05, 0.15, 0.3, 0.45, 0.6])  # a short schedule whose every term is O(1): alpha_bar_T = 0.124
+AB5 = np.cumprod(1 - BETAS)  # float64, independent of the code under test
+
+
+def Phi(z):
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))  # standard normal CDF
+
+
+def test_bits_per_dim_hand_values():
+    # uniform over the 256 values of each of D = 784 dims: -log p = 784 ln 256 nats = exactly 8 bits per dim
+    assert ddpm.bits_per_dim(784 * math.log(256), 784) == pytest.approx(8.0, rel=1e-12)
+    assert ddpm.bits_per_dim(3 * 1.0, 3) == pytest.approx(1.4426950408889634, rel=1e-12)  # 1 nat = log2(e) bits
+    L = torch.tensor([1.0, 2.5], dtype=torch.float64) * 784 * math.log(2)  # per example -> per example
+    assert torch.allclose(ddpm.bits_per_dim(L, 784), torch.tensor([1.0, 2.5], dtype=torch.float64), rtol=1e-12)
+
+
+@given(st.floats(1e-3, 0.999), st.integers(0, 10_000))
+def test_prior_term_is_kl_to_standard_normal(ab_T, seed):
+    x_0 = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q = torch.distributions.Normal(math.sqrt(ab_T) * x_0, math.sqrt(1 - ab_T))  # q(x_T | x_0), eq. 4
+    expected = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
+    got = ddpm.prior_kl(x_0, torch.tensor(ab_T, dtype=torch.float64))
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-13)
+
+
+def test_prior_term_hand_value():
+    # x_0 = 1 in D = 2 dims, alpha_bar_T = 1/2: 2 * (1/2) (1/2 + 1/2 - 1 - ln(1/2)) = ln 2
+    got = ddpm.prior_kl(torch.ones(1, 2, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    assert got.item() == pytest.approx(math.log(2), rel=1e-12)
+
+
+@given(st.floats(0.01, 0.99), st.floats(0.01, 0.99), st.floats(0, 2))
+def test_ddim_sigma_is_eta_times_posterior_std(a, b, eta):
+    """eta = 1: sigma^2 is the variance of q(x_s | x_t, x_0) ∝ q(x_t | x_s) q(x_s | x_0), by Bayes' rule."""
+    ab_s, ab_t = max(a, b), min(a, b) * 0.999
+    alpha = ab_t / ab_s  # q(x_t | x_s) = N(sqrt(alpha) x_s, 1 - alpha)
+    post_var = 1 / (1 / (1 - ab_s) + alpha / (1 - alpha))  # precisions add
+    sigma = ddpm.ddim_sigma(torch.tensor(ab_t, dtype=torch.float64), torch.tensor(ab_s, dtype=torch.float64), eta)
+    assert sigma.item() == pytest.approx(eta * math.sqrt(post_var), rel=1e-9, abs=1e-15)
+
+
+def test_ddim_sigma_eta1_consecutive_is_beta_tilde():
+    betas = ddpm.make_betas("linear", 1000)
+    ab = np.cumprod(1 - betas)
+    t = np.arange(1, 1000)
+    beta_tilde = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]  # Ho et al. eq. 7
+    sigma = ddpm.ddim_sigma(torch.tensor(ab[t]), torch.tensor(ab[t - 1]), 1.0).numpy()
+    np.testing.assert_allclose(sigma ** 2, beta_tilde, rtol=1e-8)
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ddpm", 0.0)])
+def test_stochastic_step_mean_and_spread(sampler, eta):
+    """Two steps on the 5-step schedule (t = 4 -> 0 -> clean) with a constant eps_fn = c from a constant x_T: the
+    first step is x_0' = sqrt(ab_0) x0_hat + sqrt(1 - ab_0 - sigma^2) c + sigma z, the second returns
+    (x_0' - sqrt(1 - ab_0) c) / sqrt(ab_0), so the output is N(m, sigma^2 / ab_0) with m by hand."""
+    e = 1.0 if sampler == "ddpm" else eta
+    ab_t, ab_s, c, xT = AB5[4], AB5[0], 0.4, 0.7
+    sigma = e * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))  # Song et al. eq. 16
+    x0_hat = (xT - math.sqrt(1 - ab_t) * c) / math.sqrt(ab_t)
+    m = x0_hat + (math.sqrt(1 - ab_s - sigma ** 2) - math.sqrt(1 - ab_s)) * c / math.sqrt(ab_s)
+    sd = sigma / math.sqrt(ab_s)
+    N = 20_000
+    x = ddpm.sample(lambda x, t: torch.full_like(x, c), torch.tensor(AB5), torch.full((N, 1), xT, dtype=torch.float64),
+                    sampler, 2, eta, torch.Generator().manual_seed(0))
+    assert abs(x.mean().item() - m) < 5 * sd / math.sqrt(N) + 1e-9
+    assert x.std().item() == pytest.approx(sd, rel=5 / math.sqrt(2 * N), abs=1e-9)
+
+
+class OracleNet(torch.nn.Module):
+    """Knows the (constant) x_0 of the batch, so it recovers eps from x_t exactly and returns the target (eps, or
+    v = cos(phi) eps - sin(phi) x_0 with alpha_bar = cos^2 phi, Salimans & Ho sec. 4) plus `delta`."""
+
+    def __init__(self, x0, prediction, delta):
+        super().__init__()
+        self.x0, self.prediction, self.delta, self.ts = x0, prediction, delta, []
+
+    def forward(self, x, t, y=None):
+        self.ts.append(t.clone())
+        ab = torch.tensor(AB5)[t].view(-1, 1)
+        eps = (x.double() - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        phi = torch.arccos(ab.sqrt())
+        target = eps if self.prediction == "eps" else phi.cos() * eps - phi.sin() * self.x0
+        return (target + self.delta).to(x.dtype)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_loss_target_and_min_snr_weight(prediction, gamma):
+    """A prediction off by delta everywhere costs delta^2 w(t): w = 1 (gamma = 0), min(SNR, gamma) / SNR for eps,
+    min(SNR, gamma) / (SNR + 1) for v (Hang et al. 2023), SNR = alpha_bar / (1 - alpha_bar)."""
+    x0, delta = 0.8, 0.5
+    net = OracleNet(x0, prediction, delta)
+    model = ddpm.DDPM(net, 5, BETAS, prediction, gamma)
+    loss = model.loss(torch.full((256, 3), x0)).item()
+    (t,) = net.ts
+    snr = AB5[t.numpy()] / (1 - AB5[t.numpy()])
+    if gamma == 0:
+        w = np.ones_like(snr)
+    else:
+        w = np.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1)
+        assert (snr > gamma).any() and (snr < gamma).any()  # both sides of the clamp are visited
+    assert loss == pytest.approx(delta ** 2 * w.mean(), rel=1e-4)
+
+
+def test_v_prediction_converts_to_eps():
+    """eps = sqrt(ab) v + sqrt(1 - ab) x_t: a network returning the true v yields the true eps."""
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(50, 3, generator=g, dtype=torch.float64), torch.randn(50, 3, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 5, (50,), generator=g)
+    phi = torch.arccos(torch.tensor(AB5)[t].sqrt()).view(-1, 1)  # alpha_bar = cos^2 phi
+    x_t = phi.cos() * x0 + phi.sin() * eps
+    v = phi.cos() * eps - phi.sin() * x0
+    model = ddpm.DDPM(lambda x, t, y=None: v, 5, BETAS, "v").double()
+    assert torch.allclose(model.eps(x_t, t), eps, atol=1e-6)  # float32-rounded buffer alpha_bar
+
+
+@given(st.floats(-1.5, 1.5), st.floats(0.003, 1.0))
+def test_discretized_decoder_bins(mean, std):
+    """Ho et al. sec. 3.3: 256 bins on [-1, 1], interior ones [x - 1/255, x + 1/255] (width 2/255, the grid step),
+    the edge bins extended to -inf and +inf; their masses sum to 1."""
+    x = (torch.arange(256, dtype=torch.float64) / 127.5 - 1)[:, None]  # the 8-bit grid, [256, 1]
+    mass = (-ddpm.decoder_nll(x, torch.full_like(x, mean), torch.tensor(std, dtype=torch.float64), True)).exp()
+    assert mass.sum().item() == pytest.approx(1.0, abs=1e-8)
+    v = x[:, 0].tolist()
+    expected = [Phi((v[0] + 1 / 255 - mean) / std)]
+    expected += [Phi((xk + 1 / 255 - mean) / std) - Phi((xk - 1 / 255 - mean) / std) for xk in v[1:-1]]
+    expected += [1 - Phi((v[-1] - 1 / 255 - mean) / std)]
+    np.testing.assert_allclose(mass.numpy(), expected, rtol=1e-7, atol=1e-10)
+
+
+class ConstX0(torch.nn.Module):
+    """eps(x_t, t) = x_t / sqrt(1 - ab_t) + b_t: then x0_hat = -sqrt(1 - ab_t) b_t / sqrt(ab_t) = c_t whatever x_t,
+    so every term of the bound is deterministic and computable by hand."""
+
+    def __init__(self, ab, b):
+        super().__init__()
+        self.ab, self.b = torch.as_tensor(ab), b
+
+    def forward(self, x, t, y=None):
+        ab = self.ab[t].view(-1, 1)
+        return x / (1 - ab).sqrt() + self.b[t]
+
+
+def hand_vlb(x0, betas, b, discrete):
+    """L_T + sum_{t>1} L_{t-1} + L_0 (Ho et al. eq. 5) for ConstX0, per example, from the betas alone."""
+    ab = np.cumprod(1 - betas)
+    c = -np.sqrt(1 - ab)[:, None] * b / np.sqrt(ab)[:, None]  # the constant x0_hat of each step [T, D]
+    v = 1 - ab[-1]
+    L = (0.5 * (v + ab[-1] * x0 ** 2 - 1 - np.log(v))).sum(1)  # KL(N(sqrt(ab_T) x_0, v) || N(0, 1))
+    for t in range(1, len(betas)):
+        k0 = np.sqrt(ab[t - 1]) * betas[t] / (1 - ab[t])  # coefficient of x_0 in the posterior mean (eq. 7)
+        var = (1 - ab[t - 1]) / (1 - ab[t]) * betas[t]  # beta_tilde
+        L = L + (k0 ** 2 * (x0 - c[t]) ** 2 / (2 * var)).sum(1)
+    s = math.sqrt(betas[0])
+    if discrete:
+        def mass(xk, m):
+            hi = 1.0 if xk > 1 - 1e-9 else Phi((xk + 1 / 255 - m) / s)
+            lo = 0.0 if xk < -1 + 1e-9 else Phi((xk - 1 / 255 - m) / s)
+            return hi - lo
+        L = L - np.array([sum(math.log(mass(xk, m)) for xk, m in zip(row, c[0])) for row in x0])
+    else:
+        L = L + (0.5 * (x0 - c[0]) ** 2 / betas[0] + 0.5 * np.log(2 * math.pi * betas[0])).sum(1)
+    return L
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_vlb_terms_by_hand(discrete):
+    b = torch.tensor([[0.3, -0.2], [0.5, 0.1], [-0.4, 0.6], [0.2, -0.7], [0.9, 0.4]], dtype=torch.float64)
+    x0 = torch.tensor([[-1.0, 1.0], [-1 + 57 / 127.5, 1 - 100 / 127.5], [1 - 1 / 127.5, 0.0039215686274509665]],
+                      dtype=torch.float64)  # on the 8-bit grid, edges included
+    model = ddpm.DDPM(ConstX0(AB5, b), 5, BETAS).double()
+    L = model.vlb(x0, discrete=discrete, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(L.numpy(), hand_vlb(x0.numpy(), BETAS, b.numpy(), discrete), rtol=1e-9)
+
+
+def test_vlb_of_float32_model_keeps_float64_schedule():
+    """T = 1000 linear: beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} from float32 alpha_bar ~ 1 is off by ~1e-3
+    relative; the bound must use the float64 schedule even when the model and data are float32."""
+    betas = ddpm.make_betas("linear", 1000)
+    b = torch.tensor(np.cos(np.arange(1000))[:, None] * 0.5)
+    model = ddpm.DDPM(ConstX0(np.cumprod(1 - betas), b), 1000, "linear")
+    x0 = torch.tensor([[0.5], [-1.0]])
+    L = model.vlb(x0, discrete=False)
+    np.testing.assert_allclose(L.numpy(), hand_vlb(x0.double().numpy(), betas, b.numpy(), False), rtol=1e-6)
+
+
+def test_stratified_sum_over_t_is_unbiased():
+    """n_t stratified timesteps (strata of non-integer width 11/4 here): the mean over seeds is the exact sum."""
+    T = 12
+    betas = np.linspace(0.02, 0.3, T)
+    ab = np.cumprod(1 - betas)
+    b = torch.tensor(np.sin(np.arange(T))[:, None] * np.array([[1.0, -0.5]]) + 0.3)  # terms that vary with t
+    model = ddpm.DDPM(ConstX0(ab, b), T, betas).double()
+    x0 = torch.tensor([[0.5, -0.3], [-0.8, 0.9]], dtype=torch.float64)
+    exact = torch.tensor(hand_vlb(x0.numpy(), betas, b.numpy(), False))
+    g = torch.Generator().manual_seed(0)
+    est = torch.stack([model.vlb(x0, n_t=4, discrete=False, generator=g) for _ in range(3000)])  # [seeds, B]
+    se = est.std(0) / math.sqrt(len(est))
+    assert (est.std(0) > 0.01 * exact).all()  # the estimate does vary with the draw
+    assert ((est.mean(0) - exact).abs() < 4 * se).all(), (est.mean(0), exact, se)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_vlb_equals_monte_carlo_of_its_definition(discrete):
+    """Two-sided: the bound is E_q[log q(x_1:T | x_0) - log p(x_0:T)] (eq. 5 before it is split into KLs). Estimate
+    that expectation along forward trajectories x_0 -> x_1 -> ... -> x_T, with p(x_{t-1} | x_t) =
+    N((x_t - beta_t / sqrt(1 - ab_t) eps) / sqrt(alpha_t), beta_tilde_t) (eq. 11) and the optimal eps of Gaussian
+    data N(mu, s^2); the bound's own value must agree within Monte Carlo error (a looser bound would fail)."""
+    mu, s, N, T = 0.3, 0.5, 20_000, 5
+    ab = torch.tensor(AB5)
+    betas = torch.tensor(BETAS)
+
+    def eps_opt(x, t):  # E[eps | x_t] for x_0 ~ N(mu, s^2): linear in x_t
+        a = ab[t].view(-1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * mu) / (a * s ** 2 + 1 - a)
+
+    def log_normal(x, m, var):
+        return (-0.5 * (x - m) ** 2 / var - 0.5 * torch.log(2 * math.pi * var)).sum(1)
+
+    g = torch.Generator().manual_seed(0)
+    x0 = mu + s * torch.randn(N, 1, generator=g, dtype=torch.float64)
+    if discrete:
+        x0 = (torch.round((x0.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1)
+    model = ddpm.DDPM(lambda x, t, y=None: eps_opt(x, t), T, BETAS).double()
+    bound = model.vlb(x0, discrete=discrete, generator=torch.Generator().manual_seed(1))
+    # log q(x_1:T | x_0) along a forward trajectory (code index t holds Ho et al.'s x_{t+1})
+    zs, z, log_q = [], x0, 0
+    for t in range(T):
+        z_next = (1 - betas[t]).sqrt() * z + betas[t].sqrt() * torch.randn(N, 1, generator=g, dtype=torch.float64)
+        log_q = log_q + log_normal(z_next, (1 - betas[t]).sqrt() * z, betas[t])
+        zs.append(z_next)
+        z = z_next
+    log_p = log_normal(zs[-1], 0.0, torch.tensor(1.0))
+    for t in range(T - 1, 0, -1):
+        tt = torch.full((N,), t)
+        mean = (zs[t] - betas[t] / (1 - ab[t]).sqrt() * eps_opt(zs[t], tt)) / (1 - betas[t]).sqrt()
+        log_p = log_p + log_normal(zs[t - 1], mean, (1 - ab[t - 1]) / (1 - ab[t]) * betas[t])
+    x0_hat = (zs[0] - (1 - ab[0]).sqrt() * eps_opt(zs[0], torch.zeros(N, dtype=torch.long))) / ab[0].sqrt()
+    if discrete:
+        d = torch.distributions.Normal(x0_hat, betas[0].sqrt())
+        hi = torch.where(x0 > 1 - 1e-9, torch.ones_like(x0), d.cdf(x0 + 1 / 255))
+        lo = torch.where(x0 < -1 + 1e-9, torch.zeros_like(x0), d.cdf(x0 - 1 / 255))
+        log_p = log_p + (hi - lo).log().sum(1)
+    else:
+        log_p = log_p + log_normal(x0, x0_hat, betas[0])
+    mc = log_q - log_p
+    se = math.sqrt(bound.var().item() / N + mc.var().item() / N)
+    assert abs(bound.mean().item() - mc.mean().item()) < 4 * se, (bound.mean(), mc.mean(), se)
 
 
 # ------------------------------------------------------------------------------------------- commands

@@ -49,6 +49,53 @@ def test_log_partition_of_a_gaussian_energy(mx, my, s, c):
     assert float(log_z) == pytest.approx(math.log(2 * math.pi * s ** 2) - c, abs=2e-3)
 
 
+class GaussianEnergy(torch.nn.Module):
+    """E(u) = |u - m|^2 / (2 s^2) + c in normalized units."""
+
+    def __init__(self, m, s, c):
+        super().__init__()
+        self.m, self.s, self.c = torch.tensor(m), s, c
+
+    def forward(self, u):
+        return ((u - self.m) ** 2).sum(1) / (2 * self.s ** 2) + self.c
+
+
+@given(m=st.tuples(st.floats(-1, 1), st.floats(-1, 1)), s=st.floats(0.4, 1.2), base=st.sampled_from([0.0, 1.5]),
+       shift=st.tuples(st.floats(-5, 5), st.floats(-5, 5)), scale=st.tuples(st.floats(0.2, 4), st.floats(0.2, 4)))
+@settings(max_examples=8)
+def test_nll_is_the_gaussians_in_data_space(m, s, base, shift, scale):
+    """The net's Gaussian energy times the base measure N(0, base^2) is a Gaussian in normalized units, precision
+    P = 1/s^2 + 1/base^2 and mean (m / s^2) / P; in data space x = shift + scale * u the density is divided by
+    prod(scale). So -log p(x) is that Gaussian's, plus sum(log scale), whatever the energy's constant c."""
+    model = ebm.EBM(GaussianEnergy(m, s, c=3.0), (2,), torch.tensor(shift), torch.tensor(scale), base_std=base)
+    P = 1 / s ** 2 + (1 / base ** 2 if base else 0.0)
+    mean = torch.tensor(m, dtype=torch.float64) / s ** 2 / P
+    u = mean + torch.randn(50, 2, dtype=torch.float64) / math.sqrt(P)
+    x = (torch.tensor(shift, dtype=torch.float64) + torch.tensor(scale, dtype=torch.float64) * u).float()
+    gauss = torch.distributions.Normal(mean, 1 / math.sqrt(P))
+    expect = -gauss.log_prob(u).sum(1) + math.log(scale[0] * scale[1])
+    got = model.nll(x, box=8.0, n=800).double()
+    assert torch.allclose(got, expect, atol=3e-3), (got - expect).abs().max()
+
+
+@given(mx=st.floats(-0.5, 0.5), s=st.floats(1.0, 2.0), box=st.floats(2.0, 3.0))
+@settings(max_examples=6)
+def test_mass_outside_the_box_is_measured_and_warned(mx, s, box):
+    """For E = |u - mu|^2 / (2 s^2), Z over [-b, b]^2 is 2 pi s^2 prod_d (Phi((b - mu_d)/s) - Phi((-b - mu_d)/s));
+    doubling the box raises log Z by log(Z_2b / Z_b), and nll warns when that is 0.01 nats or more."""
+    mu = torch.tensor([mx, -0.3])
+    energy = GaussianEnergy(mu.tolist(), s, c=0.0)
+    Phi = lambda v: 0.5 * (1 + torch.erf(v / math.sqrt(2)))
+    log_z = lambda b: float(torch.log(Phi((b - mu) / s) - Phi((-b - mu) / s)).sum())  # + log(2 pi s^2) cancels
+    expect = log_z(2 * box) - log_z(box)
+    assert expect > 0.02  # the case is one that loses mass
+    assert ebm.mass_outside(energy, box, 400) == pytest.approx(expect, rel=2e-3)
+    model = ebm.EBM(energy, (2,))
+    with pytest.warns(UserWarning, match="mass outside"):
+        model.nll(torch.zeros(3, 2), box, 400)
+    assert ebm.mass_outside(energy, 4 * s + 2, 400) < 1e-3  # a box wide enough holds the mass
+
+
 @given(restart=st.floats(0.0, 1.0))
 @settings(max_examples=10)
 def test_replay_buffer_restarts_a_fraction_and_writes_back(restart):

@@ -82,6 +82,57 @@ def test_agrees_with_sqrtm_on_mnist_features():
     assert fid.fid(f1, f2) == pytest.approx(sqrtm_reference(mu1, s1, mu2, s2), rel=1e-6)
 
 
+@given(seed=seeds, d=st.integers(1, 24), kind=st.sampled_from(["general", "parallel", "orthogonal"]),
+       scale=st.floats(1e-3, 1e3))
+def test_closed_form_for_rank_one_covariances(seed, d, kind, scale):
+    """S1 = v v^T, S2 = w w^T: S1 S2 = (v.w) v w^T has the single non-zero eigenvalue (v.w)^2, so
+    Tr((S1 S2)^(1/2)) = |v.w| and d^2 = ||mu1 - mu2||^2 + |v|^2 + |w|^2 - 2 |v.w|. Singular in every d >= 2: the
+    square roots of round-off eigenvalues would add ~1e-8 relative error; the code must drop them (~1e-15)."""
+    rng = np.random.default_rng(seed)
+    mu1, mu2 = rng.normal(0, 1, d), rng.normal(0, 1, d)
+    v, w = rng.normal(0, scale, d), rng.normal(0, 1, d) * rng.uniform(0.1, 3)
+    if kind == "parallel":  # w = c v: d^2 = ||dmu||^2 + (|v| - |w|)^2
+        w = rng.uniform(-3, 3) * v
+    elif kind == "orthogonal" and d > 1:  # v.w = 0: S1 S2 = 0, d^2 = ||dmu||^2 + |v|^2 + |w|^2
+        w = w - (w @ v) / (v @ v) * v
+    expected = (mu1 - mu2) @ (mu1 - mu2) + v @ v + w @ w - 2 * abs(v @ w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fid.BiasedEstimateWarning)  # singular on purpose
+        got = fid.frechet_distance(mu1, np.outer(v, v), mu2, np.outer(w, w))
+        swapped = fid.frechet_distance(mu2, np.outer(w, w), mu1, np.outer(v, v))
+    size = (mu1 - mu2) @ (mu1 - mu2) + v @ v + w @ w  # the scale of the terms that cancel
+    assert got == pytest.approx(expected, abs=1e-12 * size)
+    assert swapped == pytest.approx(expected, abs=1e-12 * size)
+
+
+@given(seed=seeds, d=st.integers(1, 24))
+def test_closed_form_for_one_rank_one_covariance(seed, d):
+    """S1 full rank, S2 = w w^T: S1 S2 = (S1 w) w^T has the single non-zero eigenvalue w^T S1 w, so
+    d^2 = ||mu1 - mu2||^2 + Tr S1 + |w|^2 - 2 sqrt(w^T S1 w). Here S1 passes Cholesky and the product's zero
+    eigenvalues come out of eigvalsh as round-off, whose square roots must not be summed."""
+    rng = np.random.default_rng(seed)
+    A, w = rng.normal(0, 1, (d, d)) * rng.uniform(0.2, 2, d), rng.normal(0, 1, d) * rng.uniform(0.1, 3)
+    S1, mu1, mu2 = A @ A.T + 0.1 * np.eye(d), rng.normal(0, 1, d), rng.normal(0, 1, d)
+    expected = (mu1 - mu2) @ (mu1 - mu2) + np.trace(S1) + w @ w - 2 * np.sqrt(w @ S1 @ w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fid.BiasedEstimateWarning)
+        got = fid.frechet_distance(mu1, S1, mu2, np.outer(w, w))
+    assert got == pytest.approx(expected, abs=1e-12 * ((mu1 - mu2) @ (mu1 - mu2) + np.trace(S1) + w @ w))
+
+
+def test_rank_one_by_hand():
+    """v = (3, 4), w = (0, 2) in 2-D, equal means: |v|^2 = 25, |w|^2 = 4, v.w = 8 -> 25 + 4 - 16 = 13.
+    v = (0.1, 0.7), w = (-0.7, 0.1): v.w = 0 exactly in floating point, so d^2 = |v|^2 + |w|^2 = 1. Cholesky accepts
+    this singular v v^T (the second pivot is round-off, L_22 ~ 1e-8); used as the factor, that pivot alone would give
+    Tr((S1 S2)^(1/2)) ~ 1e-8 instead of 0."""
+    v, w, mu = np.array([3.0, 4.0]), np.array([0.0, 2.0]), np.zeros(2)
+    with pytest.warns(fid.BiasedEstimateWarning):
+        assert fid.frechet_distance(mu, np.outer(v, v), mu, np.outer(w, w)) == pytest.approx(13.0, abs=1e-12)
+    v, w = np.array([0.1, 0.7]), np.array([-0.7, 0.1])
+    with pytest.warns(fid.BiasedEstimateWarning):
+        assert fid.frechet_distance(mu, np.outer(v, v), mu + 1, np.outer(w, w)) == pytest.approx(3.0, abs=1e-14)
+
+
 @given(seed=seeds, n=st.integers(2, 20), d=st.integers(21, 40))
 def test_fewer_samples_than_dims_warns_and_stays_finite(seed, n, d):
     a, b = gaussian(seed, n, d), gaussian(seed + 1, n, d, shift=0.5)
@@ -110,6 +161,39 @@ def test_kid_near_zero_for_one_distribution_and_positive_between_two(seed, d):
     same = fid.kid(a, b, subsets=20, subset_size=200)
     other = fid.kid(a, c + 0.5, subsets=20, subset_size=200)  # mean shifted by half a std in every dimension
     assert abs(same["mean"]) <= same["std"] and abs(same["mean"]) < 0.05 * other["mean"]  # unbiased: ~0
+
+
+def test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set():
+    """a = {(0,0), (1,1)}, b = {(1,1), (2,2)}, d = 2, k(x, y) = (x.y/2 + 1)^3:
+    k(a1,a2) = (0 + 1)^3 = 1; k(b1,b2) = (4/2 + 1)^3 = 27; cross: k(a1,.) = 1, 1; k(a2,b1) = (2/2 + 1)^3 = 8,
+    k(a2,b2) = 27. MMD^2_u = 2*1/(2*1) + 2*27/(2*1) - 2 (1 + 1 + 8 + 27)/4 = 1 + 27 - 18.5 = 9.5.
+    m = 2 is the whole of both sets: every subset is the same pair, std 0, and kid warns about it."""
+    a, b = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 1.0], [2.0, 2.0]])
+    with pytest.warns(UserWarning, match="whole first set.*whole second set"):
+        r = fid.kid(a, b, subsets=5, subset_size=10)
+    assert r["mean"] == pytest.approx(9.5, abs=1e-12) and r["std"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.warns(UserWarning, match="whole second set") as record:  # only the smaller side is whole
+        fid.kid(np.vstack([a, a + 0.5]), b, subsets=3, subset_size=10)
+    assert not any("first set" in str(w.message) for w in record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # subsets smaller than both sets: no warning
+        fid.kid(np.vstack([a, a + 0.5]), np.vstack([b, b - 0.5]), subsets=3, subset_size=3)
+
+
+def test_precision_recall_by_hand_pins_the_kth_neighbour():
+    """1-D, k = 3. real = {0, 1, 2, 4, 8}; distances to the other real points, sorted, and the 3rd (the radius):
+        0: 1 2 4 8 -> 4      1: 1 1 3 7 -> 3      2: 1 2 2 6 -> 2      4: 2 3 4 4 -> 4      8: 4 6 7 8 -> 7
+    real manifold = [-4,4] u [-2,4] u [0,4] u [0,8] u [1,15] = [-4, 15] (closed balls: d <= radius counts).
+    fake = {-5, -4, 5, 15, 15.5}: inside are -4 (on the edge of 0's ball), 5, 15 (on the edge of 8's) -> precision 3/5.
+    Off by one: the 2nd neighbour (k - 1, or the point counted as its own neighbour) gives radii 2 1 2 3 6, manifold
+    [-2, 14], precision 1/5; the 4th gives 8 7 6 4 8, manifold [-8, 16], precision 1; d < radius gives 1/5.
+    recall: fake radii (3rd neighbour among fake) 20 19 10 19 19.5 cover every real point -> 1.
+    Swapping the roles swaps the two numbers."""
+    real = np.array([0.0, 1, 2, 4, 8])[:, None]
+    fake = np.array([-5.0, -4, 5, 15, 15.5])[:, None]
+    assert fid.precision_recall(real, fake, k=3) == {"precision": pytest.approx(0.6), "recall": 1.0}
+    assert fid.precision_recall(fake, real, k=3) == {"precision": 1.0, "recall": pytest.approx(0.6)}
+    assert fid.precision_recall(real, fake, k=2)["precision"] == pytest.approx(0.2)  # the k - 1 manifold above
 
 
 @given(seed=seeds, n=st.integers(4, 200), d=st.integers(1, 10))

@@ -56,6 +56,72 @@ def test_dsm_loss_is_minimized_by_the_analytic_score(s, seed, kappa, shift):
     assert best < loss(lambda x_t, sigma: analytic(x_t, sigma) + shift / sigma[:, None])
 
 
+def dsm_closed_form(s, delta, gamma, sigmas, d):
+    """Mean and variance of one example's loss 1/2 sigma^2 || s(x~, sigma) + (x~ - x) / sigma^2 ||^2 for
+    x ~ N(mu, s^2 I_d), x~ = x + sigma z, the level sigma uniform over `sigmas`, and the linear score
+    s(x~, sigma) = -c (x~ - m), c = gamma / (s^2 + sigma^2), m = mu + delta (every coordinate).
+    sigma s + z = -sigma c (x - mu) + sigma c delta + (1 - sigma^2 c) z: per coordinate Y ~ N(a, tau^2) with
+    a = sigma c delta, tau^2 = sigma^2 c^2 s^2 + (1 - sigma^2 c)^2, so E[loss | sigma] = d/2 (a^2 + tau^2) and
+    Var[loss | sigma] = d/4 (2 tau^4 + 4 a^2 tau^2) (Var Y^2 for a normal Y)."""
+    sig = sigmas.double()
+    c = gamma / (s ** 2 + sig ** 2)
+    a, tau2 = sig * c * delta, sig ** 2 * c ** 2 * s ** 2 + (1 - sig ** 2 * c) ** 2
+    mean_l, var_l = d / 2 * (a ** 2 + tau2), d / 4 * (2 * tau2 ** 2 + 4 * a ** 2 * tau2)
+    return float(mean_l.mean()), float(var_l.mean() + mean_l.var(unbiased=False))  # total variance over levels
+
+
+@given(mu=st.floats(-2, 2), s=st.floats(0.2, 2.0), gamma=st.floats(0.5, 1.5), delta=st.floats(-1, 1),
+       hi=st.floats(1.5, 4.0), levels=st.integers(1, 4), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=15)
+def test_dsm_loss_equals_its_closed_form_for_gaussian_data(mu, s, gamma, delta, hi, levels, seed):
+    """dsm_loss with a linear score function plugged in, averaged over N examples, equals the closed form of
+    dsm_closed_form within 5 standard errors (the error computed exactly, not estimated). Pins the weight
+    lambda(sigma) = sigma^2, the 1/2, the sum over dimensions, the sign and scale of the target -z / sigma, the
+    perturbation x + sigma z and the uniform choice of level."""
+    n, d = 40_000, 3
+    sigmas = score.geometric_sigmas(hi * s, 0.3 * s, levels)  # sigma_L = 0.3 s .. sigma_1 = 1.5-4 s: lambda != const
+    x = mu + s * torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def linear(x_t, sigma):
+        return -gamma / (s ** 2 + sigma[:, None] ** 2) * (x_t - (mu + delta))
+
+    got = float(score.dsm_loss(linear, x, sigmas, torch.Generator().manual_seed(seed + 1)))
+    mean, var = dsm_closed_form(s, delta, gamma, sigmas, d)
+    assert abs(got - mean) < 5 * math.sqrt(var / n) + 1e-6 * mean
+
+
+def test_dsm_loss_of_the_exact_score():
+    """The exact score of q_sigma = N(mu, (s^2 + sigma^2) I) gives the sigma^2-weighted DSM loss
+    d/2 * s^2 / (s^2 + sigma^2) at each level (the irreducible part: the target's variance given x~ times sigma^2),
+    so with one level per test: d = 4, s = 1, sigma = 1 -> 1; sigma = 3 -> 0.2; sigma = 1/3 -> 1.8."""
+    mu, s, n, d = 0.7, 1.0, 100_000, 4
+    for sigma, expected in [(1.0, 1.0), (3.0, 0.2), (1 / 3, 1.8)]:
+        x = mu + s * torch.randn(n, d, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        exact = gaussian_score(mu, s ** 2 + sigma ** 2)
+        got = float(score.dsm_loss(exact, x, torch.tensor([sigma]), torch.Generator().manual_seed(4)))
+        # Y ~ N(0, tau^2), tau^2 = s^2 / (s^2 + sigma^2): Var(loss) = d/2 tau^4, standard error sqrt(d / 2 / n) tau^2
+        assert got == pytest.approx(expected, abs=5 * math.sqrt(d / 2 / n) * expected / (d / 2))
+
+
+@given(eps=st.floats(1e-3, 1e-2), steps=st.integers(1, 8), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=10)
+def test_annealed_langevin_steps_are_algorithm_1(eps, steps, seed):
+    """With a score that does not depend on x, s(x, sigma) = sigma b, Algorithm 1 is a Gaussian random walk:
+        x_final - x_0 = sum_i T alpha_i / 2 * sigma_i b  +  N(0, sum_i T alpha_i I),  alpha_i = eps sigma_i^2 / sigma_L^2.
+    Pins the drift alpha / 2 (not the official code's alpha), the noise sqrt(alpha) (not sqrt(2 alpha)), the step
+    schedule sigma_i^2 / sigma_L^2 and that level i's sigma is what the score is given."""
+    n, b = 40_000, torch.tensor([1.0, -2.0], dtype=torch.float64)
+    sigmas = [2.0, 1.0, 0.5]
+    alphas = [eps * sig ** 2 / sigmas[-1] ** 2 for sig in sigmas]  # 16 eps, 4 eps, eps
+    drift = sum(steps * a / 2 * sig for a, sig in zip(alphas, sigmas)) * b  # [2]
+    var = sum(steps * a for a in alphas)
+    x0 = torch.zeros(n, 2, dtype=torch.float64)
+    x = score.annealed_langevin(lambda x_, sigma: sigma[:, None].double() * b, x0, sigmas, steps, eps,
+                                generator=torch.Generator().manual_seed(seed))
+    assert torch.allclose(x.mean(0), drift, atol=5 * math.sqrt(var / n))
+    assert x.var(0).tolist() == pytest.approx([var, var], rel=5 * math.sqrt(2 / n))
+
+
 @given(w=st.floats(0.2, 0.8), c=st.floats(1.5, 3.0), std=st.floats(0.05, 0.2), seed=st.integers(0, 2 ** 16))
 @settings(max_examples=5)
 def test_annealed_langevin_reproduces_mixture_modes_and_weights(w, c, std, seed):
