@@ -6,6 +6,7 @@ its tests fail; a *survivor* is a formula the suite does not pin.
 
     python scripts/mutants.py                      # every mutant below (about 5 minutes on 2 cores)
     python scripts/mutants.py --only ddpm          # the mutants whose name starts with "ddpm"
+    python scripts/mutants.py --rev HEAD           # the last commit, not the working tree
     python scripts/mutants.py --list
     python scripts/mutants.py --file ddpm.py --find "a * b" --replace "a + b" --tests tests/test_ddpm.py  # ad hoc
 """
@@ -145,8 +146,14 @@ add("fid-kid-no-warning", "fid.py", "    if whole:\n        warnings.warn(", "  
 
 
 # ----------------------------------------------------------------------------------------------------- runner
-def scratch_copy() -> Path:
-    """The tracked and untracked (not ignored) files of the repository, copied to a temporary folder."""
+def scratch_copy(rev: str | None = None) -> Path:
+    """The tracked and untracked (not ignored) files of the repository, copied to a temporary folder; or, with
+    `rev`, the files of that commit (so that edits in progress do not leak into the check)."""
+    if rev:
+        dst = Path(tempfile.mkdtemp(prefix="mutants-"))
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+        return dst
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     dst = Path(tempfile.mkdtemp(prefix="mutants-"))
@@ -183,6 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="run the mutants whose name starts with this")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--rev", help="check the files of this commit (e.g. HEAD) instead of the working tree")
     ap.add_argument("--file", help="ad hoc mutant: the file to change")
     ap.add_argument("--find", help="ad hoc mutant: the exact snippet to replace (must occur once)")
     ap.add_argument("--replace", help="ad hoc mutant: what to put instead")
@@ -196,7 +204,7 @@ def main() -> None:
         for k, (f, find, rep, tests) in todo.items():
             print(f"{k:32s} {f}: {find!r} -> {rep!r}  [{tests}]")
         return
-    copy = scratch_copy()
+    copy = scratch_copy(a.rev)
     survivors, errors = [], []
     try:
         for k, (f, find, rep, tests) in todo.items():
