@@ -6,7 +6,8 @@
   run code).
 - `Trainer`: optimizers, learning-rate warm-up, EMA (`torch.optim.swa_utils.AveragedModel`), the data order, exact
   resume (models, EMA, optimizers, step, RNG states, data position), a rich progress bar with loss and ETA, a JSON-lines
-  metric log, Ctrl-C -> checkpoint and clean exit, NaN/inf loss -> stop with a message, last good checkpoint kept.
+  metric log, Ctrl-C -> checkpoint and clean exit, NaN/inf loss -> stop with a message, last good checkpoint kept;
+  no host-device sync except on logging and checkpoint steps (a fast GPU is never kept waiting by the loop).
 
 Typical use (see ddpm.py):
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -280,7 +280,8 @@ class Trainer:
         self.extra = extra if extra is not None else {}
         self.start = 0
         self.step_num = 0
-        self._metrics: dict[str, float] = {}
+        self._metrics: dict[str, float | torch.Tensor] = {}
+        self._unchecked: list[tuple[int, str, torch.Tensor]] = []  # (step, part, loss) not yet checked for NaN/inf
         self._last_good = None
         if resume:
             self._resume()
@@ -301,6 +302,7 @@ class Trainer:
                 "extra": {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in self.extra.items()}}
 
     def save(self) -> Path | None:
+        self._check_losses()  # never write weights that a non-finite loss has touched
         if self.is_main:
             save_checkpoint(self.state(), self.ckpt_path)
         return self.ckpt_path
@@ -371,16 +373,16 @@ class Trainer:
                     self.step_num = s + 1
                     if self.ema is not None:
                         self.ema.update_parameters(self.raw[self.ema_name])
-                    m = self._metrics
-                    if log is not None and (s % self.log_every == 0 or s + 1 == self.steps):
-                        rec = {"step": s + 1, **{k: round(v, 6) for k, v in m.items()},
-                               "sec": round(time.time() - self.t0, 3)}
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                    if "loss" in m:
-                        progress.update(task, advance=1, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
-                    else:
-                        progress.update(task, advance=1)
+                    if s % self.log_every == 0 or s + 1 == self.steps:  # the only host-device syncs of a step
+                        self._check_losses()
+                        m = {k: float(v) for k, v in self._metrics.items()}
+                        if log is not None:
+                            rec = {"step": s + 1, **{k: round(v, 6) for k, v in m.items()},
+                                   "sec": round(time.time() - self.t0, 3)}
+                            log.write(json.dumps(rec) + "\n")
+                            log.flush()
+                        progress.update(task, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
+                    progress.update(task, advance=1)
                     if interrupted:
                         break
                     if (s + 1) % self.ckpt_every == 0 and s + 1 < self.steps:
@@ -403,14 +405,11 @@ class Trainer:
         return min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
 
     def step(self, loss: torch.Tensor, part: str | None = None, **metrics: float) -> None:
-        """backward, clip, optimizer step for one part (default: the only/first optimizer); logs loss and metrics."""
+        """backward, clip, optimizer step for one part (default: the only/first optimizer); logs loss and metrics.
+        Nothing here waits for the device: the loss, gradient norm and metrics stay tensors until a logging step
+        (every log_every steps) or a checkpoint, where one sync checks every loss since the last check; a
+        non-finite one stops the run there, before anything is saved, so the last checkpoint on disk is good."""
         part = part or next(iter(self.opts))
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            where = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.exists() else \
-                "no checkpoint was written yet"
-            raise TrainingFailed(f"{part} loss became {value} at step {self.step_num}; stopping ({where}). "
-                                 f"Try a lower --lr.")
         opt = self.opts[part]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -424,12 +423,27 @@ class Trainer:
             g["lr"] = g["base_lr"] * scale
         opt.step()
         key = "loss" if len(self.opts) == 1 else f"loss_{part}"
-        self._metrics[key] = value
-        self._metrics["grad_norm" if len(self.opts) == 1 else f"grad_norm_{part}"] = float(gn)
+        self._metrics[key] = loss.detach()
+        self._metrics["grad_norm" if len(self.opts) == 1 else f"grad_norm_{part}"] = gn.detach()
+        self._unchecked.append((self.step_num, part, loss.detach()))
         self.log(**metrics)
 
     def log(self, **metrics: float) -> None:
-        self._metrics.update({k: float(v) for k, v in metrics.items()})
+        self._metrics.update({k: v.detach() if torch.is_tensor(v) else float(v) for k, v in metrics.items()})
+
+    def _check_losses(self) -> None:
+        """One sync for every loss since the last check: the first non-finite one stops the run (exit code 1)."""
+        if not self._unchecked:
+            return
+        values = torch.stack([v.float().reshape(()) for _, _, v in self._unchecked]).cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            step, part, _ = self._unchecked[int(bad[0])]
+            where = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.exists() else \
+                "no checkpoint was written yet"
+            raise TrainingFailed(f"{part} loss became {float(values[int(bad[0])])} at step {step}; stopping "
+                                 f"({where}). Try a lower --lr.")
+        self._unchecked = []
 
     def sampling_model(self) -> torch.nn.Module:
         m = self.ema.module if self.ema is not None else unwrap(self.raw[next(iter(self.raw))])

@@ -153,11 +153,14 @@ def make_trainer(tmp_path, **kw):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    tr = make_trainer(tmp_path)
-    with pytest.raises(training.TrainingFailed, match="nan"):
+    # the losses are checked on logging steps and before each checkpoint (no sync per step): the NaN of step 6 is
+    # found at the checkpoint of step 8, named with its own step, and that checkpoint is never written
+    tr = make_trainer(tmp_path, log_every=10)
+    with pytest.raises(training.TrainingFailed, match="loss became nan at step 6"):
         for step, (x, _) in tr:
             loss = tr.models["model"](x).pow(2).mean()
             tr.step(loss * float("nan") if step == 6 else loss)
+    assert tr.step_num == 8
     ck = training.load_checkpoint(tmp_path / "run" / "ckpt.pt", "toy")
     assert ck["step"] == 4  # the last checkpoint before the failure
     assert all(torch.isfinite(v).all() for v in ck["models"]["model"].values())
