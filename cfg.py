@@ -14,15 +14,18 @@ implicit classifier p(y | x_t) ∝ p(x_t | y) / p(x_t), so guided sampling aims 
 
 Algorithm -> function:
     Algorithm 1 (joint training, label dropout)     -> drop_labels, loss  (L_simple itself: ddpm.DDPM.loss)
-    Algorithm 2 (guided sampling), eq. 6            -> guided_eps (one batched pass over [x, x] and [y, null])
-                                                       + ddpm.sample (samplers ddpm, ddim, dpm++2m)
-    network with a label embedding (num_classes+1) -> ddpm.UNet / ddpm.MLP (num_classes; the last row is null)
+    Algorithm 2 (guided sampling), eq. 6            -> guided_eps: eps_fn for ddpm.sample (samplers ddpm, ddim,
+                                                       dpm++2m); the mix itself, from one batched pass over [x, x]
+                                                       with labels [y, null], is nets.guided
+    network with a label embedding (num_classes+1) -> nets.UNet / nets.DiT / nets.MLP (num_classes; the last row
+                                                       is the null label)
 Departures from the paper: ddpm.py's discrete T = 1000 linear schedule and min-SNR-weighted loss instead of their
 continuous-time model; image samplers clamp the predicted x_0 to [-1, 1] after guidance (ddpm.sample's x0_clip),
 which keeps large s from saturating the pixels; the guidance scale is the same at every step, as in the paper.
 
 Commands (times measured on a 2-core CPU shared with other jobs, 1 thread):
     python cfg.py train                  # mnist5k + labels, ddpm.py's default UNet; 15 min CPU -> runs/cfg-mnist5k/
+    python cfg.py train --net dit        # the same with a Diffusion Transformer (nets.DiT, adaLN-Zero on t + y)
     python cfg.py sample --guidance 2    # one row per digit, 16 s CPU -> runs/cfg-mnist5k/samples-all-s2.png
     python cfg.py sample --label 7 --guidance 3 --n 64 --sampler ddim --steps 50
     python cfg.py sweep                  # FID, P/R, accuracy, IS against s; 25 min CPU -> sweep.{md,json,png}
@@ -36,19 +39,20 @@ from __future__ import annotations
 
 import torch
 
-import ddpm  # the network, schedule, loss and samplers (DESIGN.md: cfg.py reuses ddpm.py)
+import ddpm  # the schedule, loss and samplers (DESIGN.md: cfg.py reuses ddpm.py)
+import nets  # the networks and the guidance mix
 
 P_UNCOND = 0.1  # Ho & Salimans sec. 4: p_uncond in {0.1, 0.2} worked best on ImageNet 64x64
 
 
 # ----------------------------------------------------------------------------------------------------- labels
 def null_label(model: ddpm.DDPM) -> int:
-    """The id of the null label: num_classes, the last row of the network's label embedding (ddpm.Embed)."""
-    label = getattr(getattr(model.net, "embed", None), "label", None)
-    if label is None:
+    """The id of the null label: num_classes, the last row of the network's label embedding (nets.Embed)."""
+    num_classes = getattr(model.net, "num_classes", 0)
+    if not num_classes:
         raise ValueError("this model was trained without labels (its network has no label embedding); "
                          "classifier-free guidance needs a class-conditional model from cfg.py train")
-    return label.num_embeddings - 1
+    return num_classes
 
 
 def drop_labels(y: torch.Tensor, null: int, p_uncond: float = P_UNCOND, generator=None) -> torch.Tensor:
@@ -75,12 +79,8 @@ def guided_eps(model: ddpm.DDPM, y, s: float):
         raise ValueError(f"labels must be a scalar or a [B] tensor of ids in 0..{null - 1} (got {y.tolist()})")
 
     def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        B = x_t.shape[0]
-        y_c = y.to(x_t.device).expand(B)  # [B]; a [B'] tensor with B' != B fails here
-        y_u = torch.full_like(y_c, null)
-        eps = model.eps(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y_c, y_u]))  # [2B, ...]
-        eps_c, eps_u = eps[:B], eps[B:]  # conditional half first, unconditional half second
-        return eps_u + s * (eps_c - eps_u)  # = (1 + w) eps_c - w eps_u  with  w = s - 1  (eq. 6)
+        y_c = y.to(x_t.device).expand(x_t.shape[0])  # [B]; a [B'] tensor with B' != B fails here
+        return nets.guided(model.eps, x_t, t, y_c, s, null)  # eps_u + s (eps_c - eps_u), one pass on [x, x]
 
     return eps_fn
 
@@ -165,12 +165,19 @@ def train(
     schedule: Annotated[str, Opt(help="beta schedule: linear or cosine")] = "linear",
     prediction: Annotated[str, Opt(help="network target: eps (noise) or v")] = "eps",
     min_snr: Annotated[float, Opt(help="min-SNR-gamma loss weighting, gamma (0 = plain L_simple)")] = 5.0,
-    ch: Annotated[int, Opt(help="UNet base channels")] = 32,
-    ch_mult: Annotated[str, Opt(help="UNet channel multipliers per resolution, comma-separated")] = "1,2,2",
-    attn: Annotated[bool, Opt(help="self-attention at the lowest resolution")] = True,
-    dropout: Annotated[float, Opt(help="dropout in the residual blocks")] = 0.0,
-    hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
-    depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
+    net: nets.Net = "unet",
+    ch: nets.Ch = 32,
+    ch_mult: nets.ChMult = "1,2,2",
+    attn: nets.Attn = True,
+    dropout: nets.Dropout = 0.0,
+    patch: nets.Patch = 1,
+    dit_size: nets.DitSize = nets.DEFAULT_DIT,
+    dit_depth: nets.DitDepth = 0,
+    dit_width: nets.DitWidth = 0,
+    dit_heads: nets.DitHeads = 0,
+    dit_patch: nets.DitPatch = 0,
+    hidden: nets.Hidden = 256,
+    depth: nets.Depth = 3,
     guidance: Annotated[float, Opt(help="guidance scale s of the samples.png written at the end")] = 2.0,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
     grad_clip: training.GradClip = 1.0,
@@ -188,9 +195,9 @@ def train(
     config = dict(locals())
     import data as datasets
 
-    ddpm.validate(config)  # the network and schedule options are ddpm.py's
     training.check(0 < p_uncond < 1, f"--p-uncond must be in (0, 1) (both models need training), got {p_uncond}")
     ds = datasets.load(data)
+    ddpm.validate(config, ds.shape)  # the schedule options are ddpm.py's, the network's nets.py's
     training.check(ds.y is not None and ds.num_classes > 0,
                    f"--data {data} has no labels; classifier-free guidance needs a labelled set: {LABELLED}")
     out = out or f"runs/cfg-{data}"

@@ -10,18 +10,24 @@ Algorithm -> function:
     forward process q(x_t | x_0), eq. 4             -> DDPM.q_sample
     posterior q(x_{t-1} | x_t, x_0), eqs. 6-7       -> posterior
     Algorithm 1 (training)                          -> DDPM.loss
-    Algorithm 2 (ancestral sampling)                -> sample(..., sampler="ddpm")
-    DDIM, eq. 12 of Song et al. 2020 (any eta)      -> sample(..., sampler="ddim");  inversion -> ddim_invert
-    DPM-Solver++(2M), Alg. 2 of Lu et al. 2022      -> sample(..., sampler="dpm++2m")
+    predicted x_0 from eps, eq. 15 (and back)       -> x0_from_eps, eps_from_x0
+    Algorithm 2 (ancestral sampling)                -> sample_ancestral        sample(..., sampler="ddpm")
+    DDIM, eq. 12 of Song et al. 2020 (any eta)      -> sample_ddim             sample(..., sampler="ddim")
+                                    inversion       -> ddim_invert
+    DPM-Solver++(2M), Alg. 2 of Lu et al. 2022      -> sample_dpmpp_2m         sample(..., sampler="dpm++2m")
     variational bound L_vlb, eq. 5 (bits/dim)       -> DDPM.vlb (prior L_T: prior_kl; L_0: decoder_nll, eq. 13;
                                                        nats -> bits/dim: bits_per_dim)
+    the network eps_theta(x_t, t)                   -> nets.py: UNet (images, default), DiT (--net dit), MLP (points)
 Schedules: linear (Ho et al.) and cosine (Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672, eq. 17).
+Every sampler has the signature (eps_fn, alpha_bar, x_T, ts, generator=None, x0_clip=None[, eta]) and walks the
+decreasing timesteps ts (from `timesteps`); `sample` is the one entry point that picks the steps and the sampler.
 
 Commands:
     python ddpm.py train                                  # mnist5k, 8 min 45 s on 2 CPU cores -> runs/ddpm-mnist5k/
     python ddpm.py sample --sampler dpm++2m --steps 20    # -> runs/ddpm-mnist5k/samples-dpm++2m-20.png
     python ddpm.py nll                                    # variational bound in bits/dim on the test split
     python ddpm.py invert                                 # DDIM inversion x_0 -> x_T -> x_0
+    python ddpm.py train --net dit --dit-size DiT-S/4      # the same on a Diffusion Transformer (nets.DiT)
     python ddpm.py train --data grid25 --steps 20000 --batch-size 256 --lr 1e-3 --min-snr 0  # 2-D toy, MLP
     torchrun --nproc_per_node=2 ddpm.py train             # DDP (gloo on CPU, NCCL on GPU)
 """
@@ -33,7 +39,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+import nets  # the networks (UNet, DiT, MLP); DESIGN.md: the diffusion family's copyable unit is the file + nets.py
 
 
 # ----------------------------------------------------------------------------------------------------- schedules
@@ -74,126 +81,20 @@ def posterior(alpha_bar_t, alpha_bar_s, x_t, x_0):
     return mean, var
 
 
-# ----------------------------------------------------------------------------------------------------- networks
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps [B] -> [B, dim] (Vaswani et al. 2017)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], 1)
+def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-example tensor [B] viewed as [B, 1, ..., 1], to broadcast against x [B, ...]."""
+    return a.view(-1, *[1] * (x.dim() - 1))
 
 
-class Embed(nn.Module):
-    """Time embedding, plus an optional class embedding (num_classes + 1 rows: the last is the "null" label of cfg.py)."""
-
-    def __init__(self, dim: int, num_classes: int = 0):
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, 4 * dim))
-        self.label = nn.Embedding(num_classes + 1, 4 * dim) if num_classes else None
-
-    def forward(self, t, y=None):
-        emb = self.mlp(timestep_embedding(t, self.dim))
-        if self.label is not None:
-            y = torch.full_like(t, self.label.num_embeddings - 1) if y is None else y  # no label -> null label
-            emb = emb + self.label(y)
-        return emb
+def x0_from_eps(x_t, eps, alpha_bar):
+    """The x_0 that x_t and eps imply: eq. 4 solved for x_0, x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
+    (Ho et al. eq. 15)."""
+    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
 
 
-class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
-        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.drop = nn.Dropout(dropout)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x, emb):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]  # [B, C] -> [B, C, 1, 1]
-        h = self.conv2(self.drop(F.silu(self.norm2(h))))
-        return self.skip(x) + h
-
-
-class Attention(nn.Module):
-    """Self-attention over the H*W positions (used at the lowest resolution only)."""
-
-    def __init__(self, c: int, heads: int = 4):
-        super().__init__()
-        self.heads, self.norm = heads, nn.GroupNorm(8, c)
-        self.qkv, self.proj = nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
-
-    def forward(self, x):
-        B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
-        h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C/heads]
-        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
-
-
-class UNet(nn.Module):
-    """eps_theta(x_t, t[, y]) for images: one residual block per level, GroupNorm, sinusoidal time embedding,
-    self-attention at the lowest resolution. 28x28 with ch_mult (1, 2, 2) runs at 28 -> 14 -> 7."""
-
-    def __init__(self, in_ch: int = 1, ch: int = 32, ch_mult: tuple[int, ...] = (1, 2, 2), attn: bool = True,
-                 num_classes: int = 0, dropout: float = 0.0, patch: int = 1):
-        super().__init__()
-        self.embed = Embed(ch, num_classes)
-        E = 4 * ch
-        # patch > 1: a cheap full-resolution stem. Pixel-unshuffle p x p patches into channels, run the UNet at
-        # H/p, and pixel-shuffle back (a departure from Ho et al.'s UNet, which runs its first level at full size).
-        self.patch = patch
-        in_ch = in_ch * patch * patch
-        self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
-        chans = [ch * m for m in ch_mult]
-        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
-        c = ch
-        for i, co in enumerate(chans):
-            self.down.append(ResBlock(c, co, E, dropout))
-            self.downsample.append(nn.Conv2d(co, co, 3, stride=2, padding=1) if i < len(chans) - 1 else nn.Identity())
-            c = co
-        self.mid1, self.mid2 = ResBlock(c, c, E, dropout), ResBlock(c, c, E, dropout)
-        self.attn = Attention(c) if attn else nn.Identity()
-        self.up = nn.ModuleList()
-        for co in reversed(chans):
-            self.up.append(ResBlock(c + co, co, E, dropout))  # input: upsampled features + the skip of this level
-            c = co
-        self.out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, in_ch, 3, padding=1))
-
-    def forward(self, x, t, y=None):
-        emb = self.embed(t, y)
-        if self.patch > 1:
-            x = F.pixel_unshuffle(x, self.patch)  # [B, C, H, W] -> [B, C p^2, H/p, W/p]
-        h, skips = self.stem(x), []
-        for block, down in zip(self.down, self.downsample):
-            h = block(h, emb)
-            skips.append(h)
-            h = down(h)
-        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
-        for block in self.up:
-            skip = skips.pop()
-            if h.shape[-1] != skip.shape[-1]:
-                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = block(torch.cat([h, skip], 1), emb)
-        h = self.out(h)
-        return F.pixel_shuffle(h, self.patch) if self.patch > 1 else h  # back to [B, C, H, W]
-
-
-class MLP(nn.Module):
-    """eps_theta(x_t, t[, y]) for points [B, D]: residual MLP with the time embedding added to every block."""
-
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, num_classes: int = 0):
-        super().__init__()
-        self.embed = Embed(hidden // 4, num_classes)
-        self.inp = nn.Linear(dim, hidden)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth))
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
-
-    def forward(self, x, t, y=None):
-        emb, h = self.embed(t, y), self.inp(x)
-        for block in self.blocks:
-            h = h + block(h + emb)
-        return self.out(h)
+def eps_from_x0(x_t, x_0, alpha_bar):
+    """The inverse: eps = (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar)."""
+    return (x_t - alpha_bar.sqrt() * x_0) / (1 - alpha_bar).sqrt()
 
 
 # ----------------------------------------------------------------------------------------------------- the model
@@ -235,14 +136,15 @@ class DDPM(nn.Module):
 
     def q_sample(self, x_0, t, eps):
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps   (eq. 4 reparameterized)."""
-        ab = self.alpha_bar[t].view(-1, *[1] * (x_0.dim() - 1))
+        ab = bcast(self.alpha_bar[t], x_0)
         return ab.sqrt() * x_0 + (1 - ab).sqrt() * eps
 
     def eps(self, x_t, t, y=None):
-        """The predicted noise, whatever the network's target (eps_fn of `sample`)."""
-        out = self.net(x_t, t, y)
+        """The predicted noise, whatever the network's target (eps_fn of `sample`: t integer steps [B], which the
+        network sees as floats)."""
+        out = self.net(x_t, t.float(), y)
         if self.prediction == "v":  # v = sqrt(ab) eps - sqrt(1-ab) x_0  =>  eps = sqrt(ab) v + sqrt(1-ab) x_t
-            ab = self.alpha_bar[t].view(-1, *[1] * (x_t.dim() - 1))
+            ab = bcast(self.alpha_bar[t], x_t)
             return ab.sqrt() * out + (1 - ab).sqrt() * x_t
         return out
 
@@ -257,11 +159,11 @@ class DDPM(nn.Module):
         x_t = self.q_sample(x_0, t, eps)
         ab = self.alpha_bar[t]
         if self.prediction == "v":
-            ab_ = ab.view(-1, *[1] * (x_0.dim() - 1))
+            ab_ = bcast(ab, x_0)
             target = ab_.sqrt() * eps - (1 - ab_).sqrt() * x_0
         else:
             target = eps
-        mse = ((self.net(x_t, t, y).float() - target) ** 2).flatten(1).mean(1)
+        mse = ((self.net(x_t, t.float(), y).float() - target) ** 2).flatten(1).mean(1)
         if self.min_snr > 0:
             snr = ab / (1 - ab)  # SNR(t) = alpha_bar / (1 - alpha_bar)
             # min-SNR-gamma (Hang et al. eq. 7-8) expressed for an eps target: min(SNR, g) / SNR; for v: / (SNR + 1)
@@ -292,7 +194,7 @@ class DDPM(nn.Module):
             eps = torch.randn(x_0.shape, generator=generator).to(x_0.device, torch.float64)
             x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).sqrt() * eps  # eq. 4, in float64; the network sees x_0's dtype
             eps_hat = self.eps(x_t.to(x_0.dtype), t).double()
-            x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_].sqrt()  # eq. 15
+            x0_hat = x0_from_eps(x_t, eps_hat, ab[t_])  # eq. 15
             if t_ == 0:  # L_0 = -log p(x_0 | x_1), decoder mean = x0_hat, std = sqrt(beta_1)
                 L = L + decoder_nll(x0, x0_hat, betas[0].sqrt(), discrete)
                 continue
@@ -344,59 +246,105 @@ def timesteps(T: int, steps: int, alpha_bar: torch.Tensor | None = None, spacing
     return ts
 
 
+def jumps(alpha_bar: torch.Tensor, ts: list[int], device) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The sampler's jumps t -> s along the decreasing steps ts, as (t, alpha_bar_t, alpha_bar_s) in float64; s is the
+    next step, and after the last one the data itself (alpha_bar_s = 1)."""
+    ab = alpha_bar.double().to(device)
+    one = torch.ones((), dtype=torch.float64, device=device)
+    return [(t, ab[t], ab[s] if s is not None else one) for t, s in zip(ts, ts[1:] + [None])]
+
+
+def denoise(eps_fn: Callable, x: torch.Tensor, t: int, alpha_bar_t, dtype, x0_clip: float | None = None):
+    """One network call at step t: (eps, x_0) for the float64 state x, the network seeing `dtype`. With x0_clip the
+    predicted x_0 is clamped to [-x0_clip, x0_clip] and eps recomputed from it (a departure used by Ho et al.'s code
+    for images in [-1, 1])."""
+    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    eps = eps_fn(x.to(dtype), t_batch).double()
+    x0 = x0_from_eps(x, eps, alpha_bar_t)  # predicted x_0 (eq. 15)
+    if x0_clip is not None:
+        x0 = x0.clamp(-x0_clip, x0_clip)
+        eps = eps_from_x0(x, x0, alpha_bar_t)
+    return eps, x0
+
+
+@torch.no_grad()
+def sample_ddim(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, ts: list[int],
+                generator: torch.Generator | None = None, x0_clip: float | None = None,
+                eta: float = 0.0) -> torch.Tensor:
+    """DDIM, Song et al. 2020 eq. 12, for any eta: from x_t with the predicted (x0, eps),
+        x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps + sigma z,
+        sigma = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s)   (eq. 16, ddim_sigma).
+    eta = 0 is deterministic; eta = 1 is ancestral sampling (sample_ancestral). No noise at the last step."""
+    x = x_T.double()
+    for i, (t, ab_t, ab_s) in enumerate(jumps(alpha_bar, ts, x.device)):
+        eps, x0 = denoise(eps_fn, x, t, ab_t, x_T.dtype, x0_clip)
+        sigma = ddim_sigma(ab_t, ab_s, eta)  # = sqrt(beta_tilde) when eta = 1
+        # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps + sigma z   (eq. 12)
+        dir_xt = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps  # "direction pointing to x_t"
+        x = ab_s.sqrt() * x0 + dir_xt
+        if i + 1 < len(ts) and eta > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+    return x.to(x_T.dtype)
+
+
+@torch.no_grad()
+def sample_ancestral(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, ts: list[int],
+                     generator: torch.Generator | None = None, x0_clip: float | None = None) -> torch.Tensor:
+    """Ancestral sampling, Algorithm 2 of Ho et al.: x_s ~ p(x_s | x_t) = q(x_s | x_t, x0_hat), variance
+    sigma^2 = beta_tilde (eq. 7), over the steps ts. Written as DDIM with eta = 1, whose sigma is exactly that
+    posterior std and whose mean is the posterior mean at x0_hat. With ts = T-1..0 it is Algorithm 2 step for step,
+    and no noise is added at the last step, as there."""
+    return sample_ddim(eps_fn, alpha_bar, x_T, ts, generator, x0_clip, eta=1.0)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, ts: list[int],
+                    generator: torch.Generator | None = None, x0_clip: float | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) in data prediction (Lu et al. 2022, Algorithm 2), deterministic (the generator is unused):
+    with lambda = log(alpha / sigma) = log(ab / (1 - ab)) / 2 and h = lambda_s - lambda_t,
+        x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) D,
+        D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev,  r = h_prev / h,
+    first order (D = x0_t) at the first step, and the final jump to t = 0 noise-free (lambda = inf) returns x0."""
+    x = x_T.double()
+    x0_prev, h_prev = None, None
+    for i, (t, ab_t, ab_s) in enumerate(jumps(alpha_bar, ts, x.device)):
+        _, x0 = denoise(eps_fn, x, t, ab_t, x_T.dtype, x0_clip)
+        if i + 1 == len(ts):  # final jump to sigma = 0: h = inf, the first-order update returns x0
+            x = x0
+            break
+        lam_t, lam_s = 0.5 * (ab_t / (1 - ab_t)).log(), 0.5 * (ab_s / (1 - ab_s)).log()  # lambda = log(a / s)
+        h = lam_s - lam_t
+        if x0_prev is None:
+            D = x0
+        else:  # second-order multistep correction, r = h_{i-1} / h_i
+            r = h_prev / h
+            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        # x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) D
+        x = ((1 - ab_s) / (1 - ab_t)).sqrt() * x - ab_s.sqrt() * torch.expm1(-h) * D
+        x0_prev, h_prev = x0, h
+    return x.to(x_T.dtype)
+
+
+SAMPLER_FNS = {"ddpm": sample_ancestral, "ddim": sample_ddim, "dpm++2m": sample_dpmpp_2m}
+
+
 @torch.no_grad()
 def sample(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, sampler: str = "ddim", steps: int = 50,
            eta: float = 0.0, generator: torch.Generator | None = None, spacing: str = "lambda",
            x0_clip: float | None = None) -> torch.Tensor:
-    """Generate x_0 from x_T ~ N(0, I), calling eps_fn(x_t, t) exactly `steps` times (t: LongTensor [B]).
-    ddpm: ancestral sampling (Algorithm 2) with sigma_t^2 = beta_tilde_t over the respaced steps; with steps = T it
-          visits every t, and no noise is added at the last step, as in Algorithm 2.
-    ddim: Song et al. eq. 12, sigma_t = eta * sqrt((1 - ab_s) / (1 - ab_t)) * sqrt(1 - ab_t / ab_s); eta = 0 is
-          deterministic, eta = 1 equals ddpm.
-    dpm++2m: DPM-Solver++(2M) in data prediction (Lu et al. 2022, Algorithm 2), first order at the first step and at
-          the final jump to t = 0 noise-free (lambda = inf).
-    x0_clip clamps the predicted x_0 (images in [-1, 1]); a departure used by Ho et al.'s code, off by default."""
+    """Generate x_0 from x_T ~ N(0, I), calling eps_fn(x_t, t) exactly `steps` times (t: LongTensor [B] of steps
+    indexing alpha_bar). sampler: "ddpm" (sample_ancestral; with steps = T it visits every t, Algorithm 2), "ddim"
+    (sample_ddim with eta) or "dpm++2m" (sample_dpmpp_2m). The steps are `timesteps(T, steps, alpha_bar, spacing)`,
+    uniform when steps = T. x0_clip clamps the predicted x_0 (images in [-1, 1]), off by default. The samplers run
+    in float64 and return x_T's dtype."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     T = alpha_bar.shape[0]
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be between 1 and {T}, got {steps}")
-    ab = alpha_bar.double().to(x_T.device)
     ts = timesteps(T, steps, alpha_bar, "uniform" if steps == T else spacing)
-    x = x_T.double()
-    x0_prev, h_prev = None, None
-    for i, t in enumerate(ts):
-        ab_t = ab[t]
-        ab_s = ab[ts[i + 1]] if i + 1 < len(ts) else torch.ones((), dtype=torch.float64, device=x.device)  # s: next
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = eps_fn(x.to(x_T.dtype), t_batch).double()
-        x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()  # predicted x_0 (eq. 15)
-        if x0_clip is not None:
-            x0 = x0.clamp(-x0_clip, x0_clip)
-            eps = (x - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
-        if sampler in ("ddpm", "ddim"):
-            e = 1.0 if sampler == "ddpm" else eta
-            sigma = ddim_sigma(ab_t, ab_s, e)  # = sqrt(beta_tilde) when e = 1
-            # x_s = sqrt(ab_s) x0 + sqrt(1 - ab_s - sigma^2) eps + sigma z   (eq. 12)
-            dir_xt = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps  # "direction pointing to x_t"
-            x = ab_s.sqrt() * x0 + dir_xt
-            if i + 1 < len(ts) and e > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
-        else:
-            if i + 1 == len(ts):  # final jump to sigma = 0: h = inf, the first-order update returns x0
-                x = x0
-                break
-            lam_t, lam_s = 0.5 * (ab_t / (1 - ab_t)).log(), 0.5 * (ab_s / (1 - ab_s)).log()  # lambda = log(a / s)
-            h = lam_s - lam_t
-            if x0_prev is None:
-                D = x0
-            else:  # second-order multistep correction, r = h_{i-1} / h_i
-                r = h_prev / h
-                D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            # x_s = (sigma_s / sigma_t) x_t - alpha_s (e^{-h} - 1) D
-            x = ((1 - ab_s) / (1 - ab_t)).sqrt() * x - ab_s.sqrt() * torch.expm1(-h) * D
-            x0_prev, h_prev = x0, h
-    return x.to(x_T.dtype)
+    options = {"eta": eta} if sampler == "ddim" else {}
+    return SAMPLER_FNS[sampler](eps_fn, alpha_bar, x_T, ts, generator, x0_clip, **options)
 
 
 @torch.no_grad()
@@ -412,8 +360,8 @@ def ddim_invert(eps_fn: Callable, alpha_bar: torch.Tensor, x_0: torch.Tensor, st
     for t in ts:  # x_s -> x_t with eps(x_s, s): the mirror image of the eta = 0 sampling step
         s_batch = torch.full((x.shape[0],), s, device=x.device, dtype=torch.long)
         eps = eps_fn(x.to(x_0.dtype), s_batch).double()
-        x0 = (x - (1 - s_ab).sqrt() * eps) / s_ab.sqrt()
-        x = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * eps
+        x0 = x0_from_eps(x, eps, s_ab)
+        x = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * eps  # eq. 4 with the same eps, at t
         s, s_ab = t, ab[t]
     return x.to(x_0.dtype)
 
@@ -432,42 +380,36 @@ Opt = typer.Option
 
 
 def build(config: dict, shape: tuple[int, ...], num_classes: int = 0, shift=0.0, scale=1.0) -> DDPM:
-    """The model described by a saved config (train's arguments): a UNet for images, an MLP for points."""
-    if len(shape) == 3:
-        net = UNet(shape[0], config["ch"], tuple(int(m) for m in config["ch_mult"].split(",")), config["attn"],
-                   num_classes, config["dropout"], config.get("patch", 1))
-    else:
-        net = MLP(shape[0], config["hidden"], config["depth"], num_classes)
+    """The model described by a saved config (train's arguments): the backbone of nets.build (UNet or DiT for
+    images, MLP for points) with its schedule."""
+    net = nets.build(config, shape, num_classes)
     return DDPM(net, config["timesteps"], config["schedule"], config["prediction"], config["min_snr"], shift, scale)
 
 
 def load(path, device: str = "cpu") -> DDPM:
-    """The trained model (EMA weights) from a checkpoint, ready to sample."""
+    """The trained model (EMA weights) from a checkpoint, ready to sample. num_classes is the saved one (0 in
+    checkpoints written before it was saved: ddpm.py trains without labels)."""
     ckpt = training.load_checkpoint(path, "ddpm")
     state = training.ema_state(ckpt)
-    cfg = ckpt["config"]
-    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    label_rows = net_state.get("embed.label.weight")
-    model = build(cfg, tuple(ckpt["extra"]["shape"]), 0 if label_rows is None else label_rows.shape[0] - 1,
-                  state["shift"], state["scale"])
+    cfg, shape = ckpt["config"], tuple(ckpt["extra"]["shape"])
+    model = build(cfg, shape, int(ckpt["extra"].get("num_classes", 0)), state["shift"], state["scale"])
     model.load_state_dict(state)
-    model.config, model.shape = cfg, tuple(ckpt["extra"]["shape"])  # what the commands need to sample and score
+    model.config, model.shape = cfg, shape  # what the commands need to sample and score
     return model.to(training.device(device)).eval()
 
 
-def validate(config: dict) -> None:
+def validate(config: dict, shape: tuple[int, ...] | None = None) -> None:
+    """One-line errors (exit 2) for the schedule options and, through nets.validate, the backbone's (given the
+    data's shape: --net dit needs images whose size the patch divides)."""
     check = training.check
     check(config["schedule"] in ("linear", "cosine"), f"unknown --schedule {config['schedule']!r}; use linear or cosine")
     check(config["prediction"] in ("eps", "v"), f"unknown --prediction {config['prediction']!r}; use eps or v")
     check(config["timesteps"] >= 2, "--timesteps must be at least 2")
     check(config["min_snr"] >= 0, "--min-snr must be >= 0 (0 turns the weighting off)")
     try:
-        mult = [int(m) for m in config["ch_mult"].split(",")]
-    except ValueError:
-        mult = []
-    check(bool(mult) and min(mult) > 0, f"--ch-mult must be positive integers like 1,2,2, got {config['ch_mult']!r}")
-    check(config.get("patch", 1) >= 1, "--patch must be >= 1")
-    check(config["ch"] > 0 and config["ch"] % 8 == 0, "--ch must be a positive multiple of 8 (GroupNorm uses 8 groups)")
+        nets.validate(config, shape)
+    except ValueError as e:
+        training.fail(str(e))
 
 
 @app.command()
@@ -481,13 +423,19 @@ def train(
     schedule: Annotated[str, Opt(help="beta schedule: linear or cosine")] = "linear",
     prediction: Annotated[str, Opt(help="network target: eps (noise) or v")] = "eps",
     min_snr: Annotated[float, Opt(help="min-SNR-gamma loss weighting, gamma (0 = plain L_simple)")] = 5.0,
-    ch: Annotated[int, Opt(help="UNet base channels")] = 32,
-    ch_mult: Annotated[str, Opt(help="UNet channel multipliers per resolution, comma-separated")] = "1,2,2",
-    attn: Annotated[bool, Opt(help="self-attention at the lowest resolution")] = True,
-    dropout: Annotated[float, Opt(help="dropout in the residual blocks")] = 0.0,
-    patch: Annotated[int, Opt(help="UNet stem: pixel-unshuffle p x p patches (1 = full resolution)")] = 1,
-    hidden: Annotated[int, Opt(help="MLP width (points)")] = 256,
-    depth: Annotated[int, Opt(help="MLP residual blocks (points)")] = 3,
+    net: nets.Net = "unet",
+    ch: nets.Ch = 32,
+    ch_mult: nets.ChMult = "1,2,2",
+    attn: nets.Attn = True,
+    dropout: nets.Dropout = 0.0,
+    patch: nets.Patch = 1,
+    dit_size: nets.DitSize = nets.DEFAULT_DIT,
+    dit_depth: nets.DitDepth = 0,
+    dit_width: nets.DitWidth = 0,
+    dit_heads: nets.DitHeads = 0,
+    dit_patch: nets.DitPatch = 0,
+    hidden: nets.Hidden = 256,
+    depth: nets.Depth = 3,
     ema_decay: Annotated[float, Opt(help="EMA decay of the sampling weights (with warm-up)")] = 0.995,
     grad_clip: training.GradClip = 1.0,
     weight_decay: training.WeightDecay = 0.0,
@@ -504,9 +452,9 @@ def train(
     config = dict(locals())
     import data as datasets
 
-    validate(config)
     training.seed_everything(seed)  # the initial weights depend on --seed alone
     ds = datasets.load(data)
+    validate(config, ds.shape)
     out = out or f"runs/ddpm-{data}"
     config["out"] = out
     if ds.kind == "points":  # standardize points so one set of hyperparameters fits every toy
@@ -516,7 +464,7 @@ def train(
     tr = training.Trainer("ddpm", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr, out=out,
                           device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,
                           betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip, compile=compile,
-                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape)})
+                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": 0})
     for _, (x, _) in tr:
         with tr.autocast():
             loss = tr.models["model"](model.normalize(x))  # Algorithm 1, through DDP / compile wrappers

@@ -82,7 +82,7 @@ add("ddpm-prior-at-ab1", "ddpm.py", "L_T = prior_kl(x0, ab[-1])", "L_T = prior_k
 add("ddpm-ddim-sigma-no-ratio", "ddpm.py", "(1 - alpha_bar_t / alpha_bar_s)).sqrt()", "(1 - alpha_bar_t)).sqrt()", "tests/test_ddpm.py::test_ddim_sigma_is_eta_times_posterior_std")
 add("ddpm-ddim-sigma-eta-squared", "ddpm.py", "return eta * ((1 - alpha_bar_s)", "return eta ** 2 * ((1 - alpha_bar_s)", "tests/test_ddpm.py::test_ddim_sigma_is_eta_times_posterior_std")
 add("ddpm-ddim-sigma-flipped", "ddpm.py", "((1 - alpha_bar_s) / (1 - alpha_bar_t) *", "((1 - alpha_bar_t) / (1 - alpha_bar_s) *", "tests/test_ddpm.py::test_ddim_sigma_eta1_consecutive_is_beta_tilde")
-add("ddpm-ddim-sigma-ignores-sampler", "ddpm.py", "sigma = ddim_sigma(ab_t, ab_s, e)", "sigma = ddim_sigma(ab_t, ab_s, eta)", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
+add("ddpm-ancestral-is-deterministic", "ddpm.py", "return sample_ddim(eps_fn, alpha_bar, x_T, ts, generator, x0_clip, eta=1.0)", "return sample_ddim(eps_fn, alpha_bar, x_T, ts, generator, x0_clip)", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
 add("ddpm-ddim-dir-no-sigma", "ddpm.py", "dir_xt = (1 - ab_s - sigma ** 2)", "dir_xt = (1 - ab_s)", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
 add("ddpm-ddim-noise-variance", "ddpm.py", "x = x + sigma * torch.randn(", "x = x + sigma ** 2 * torch.randn(", "tests/test_ddpm.py::test_stochastic_step_mean_and_spread")
 add("ddpm-v-target-sign", "ddpm.py", "target = ab_.sqrt() * eps - (1 - ab_).sqrt() * x_0", "target = ab_.sqrt() * eps + (1 - ab_).sqrt() * x_0", "tests/test_ddpm.py::test_loss_target_and_min_snr_weight")
@@ -105,7 +105,7 @@ add("ddpm-strata-no-L0", "ddpm.py", "ts, weight = [0] + (edges", "ts, weight = (
 add("ddpm-vlb-kl-factor", "ddpm.py", ".flatten(1).sum(1) / (2 * var)", ".flatten(1).sum(1) / var", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-decoder-std", "ddpm.py", "decoder_nll(x0, x0_hat, betas[0].sqrt(), discrete)", "decoder_nll(x0, x0_hat, betas[1].sqrt(), discrete)", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-xt-variance", "ddpm.py", "x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).sqrt() * eps", "x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]) * eps", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
-add("ddpm-vlb-x0hat", "ddpm.py", "x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_].sqrt()", "x0_hat = (x_t - (1 - ab[t_]).sqrt() * eps_hat) / ab[t_]", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
+add("ddpm-x0-from-eps", "ddpm.py", "return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()", "return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-too-tight", "ddpm.py", "mu_p, _ = posterior(ab[t_], ab_s, x_t, x0_hat)", "mu_p, _ = posterior(ab[t_], ab_s, x_t, 0.5 * (x0 + x0_hat))", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-float32-schedule", "ddpm.py", "betas, ab = self.betas64.to(x_0.device), self.alpha_bar64.to(x_0.device)", "betas, ab = self.betas.double(), self.alpha_bar.double()", "tests/test_ddpm.py::test_vlb_of_float32_model_keeps_float64_schedule")
 

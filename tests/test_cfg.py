@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 import cfg
 import ddpm
+import nets
 from conftest import assert_one_line_error, run_cli
 
 
 def toy_model(num_classes, kind="points", seed=0):
-    """A randomly initialized class-conditional DDPM (float32: ddpm.Embed embeds t in float32; MLP for points [B, 2], small UNet for [B, 1, 8, 8])."""
+    """A randomly initialized class-conditional DDPM (float32: nets.Embed embeds t in float32; MLP for points [B, 2], small UNet for [B, 1, 8, 8])."""
     torch.manual_seed(seed)
-    net = ddpm.MLP(2, 32, 2, num_classes) if kind == "points" else ddpm.UNet(1, 8, (1, 2), True, num_classes)
+    net = nets.MLP(2, 32, 2, num_classes) if kind == "points" else nets.UNet(1, 8, (1, 2), True, num_classes)
     return ddpm.DDPM(net, 50, "linear").eval()
 
 
@@ -82,7 +83,7 @@ def test_labels_outside_the_classes_and_unlabelled_models_are_rejected(C, bad):
         cfg.guided_eps(model, label, 2.0)
     with pytest.raises(ValueError, match="labels must be"):
         cfg.guided_eps(model, torch.tensor([0, label]), 2.0)
-    unconditional = ddpm.DDPM(ddpm.MLP(2, 16, 1), 20)  # a ddpm.py model: no label embedding
+    unconditional = ddpm.DDPM(nets.MLP(2, 16, 1), 20)  # a ddpm.py model: no label embedding
     with pytest.raises(ValueError, match="without labels"):
         cfg.guided_eps(unconditional, 0, 2.0)
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ddpm
+import nets
 from conftest import assert_one_line_error, run_cli
 
 
@@ -35,7 +36,7 @@ def test_closed_form_equals_t_one_step_kernels(schedule, t, x0):
     alpha_bar = np.cumprod(1 - betas)[t]  # float64 closed form
     assert math.sqrt(alpha_bar) * x0 == pytest.approx(mean, rel=1e-10, abs=1e-12)
     assert 1 - alpha_bar == pytest.approx(var, rel=1e-10)
-    model = ddpm.DDPM(ddpm.MLP(1, 8, 1), 1000, schedule)  # the model's float32 buffers
+    model = ddpm.DDPM(nets.MLP(1, 8, 1), 1000, schedule)  # the model's float32 buffers
     x = torch.tensor([[x0]])
     tt = torch.tensor([t])
     m = model.q_sample(x, tt, torch.zeros_like(x)).item()  # the mean of the closed form
@@ -65,7 +66,8 @@ class LinearEps(torch.nn.Module):
         super().__init__()
         self.a, self.b = a, b
 
-    def forward(self, x, t, y=None):
+    def forward(self, x, t, y=None):  # t: the steps as floats (the backbone contract of nets.py)
+        t = t.long()
         return self.a[t].view(-1, 1) * x + self.b[t].view(-1, 1)
 
 
@@ -275,6 +277,7 @@ class OracleNet(torch.nn.Module):
         self.x0, self.prediction, self.delta, self.ts = x0, prediction, delta, []
 
     def forward(self, x, t, y=None):
+        t = t.long()  # DDPM passes its integer steps as floats
         self.ts.append(t.clone())
         ab = torch.tensor(AB5)[t].view(-1, 1)
         eps = (x.double() - ab.sqrt() * self.x0) / (1 - ab).sqrt()
@@ -337,6 +340,7 @@ class ConstX0(torch.nn.Module):
         self.ab, self.b = torch.as_tensor(ab), b
 
     def forward(self, x, t, y=None):
+        t = t.long()  # DDPM passes its integer steps as floats
         ab = self.ab[t].view(-1, 1)
         return x / (1 - ab).sqrt() + self.b[t]
 
@@ -421,7 +425,7 @@ def test_vlb_equals_monte_carlo_of_its_definition(discrete):
     x0 = mu + s * torch.randn(N, 1, generator=g, dtype=torch.float64)
     if discrete:
         x0 = (torch.round((x0.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1)
-    model = ddpm.DDPM(lambda x, t, y=None: eps_opt(x, t), T, BETAS).double()
+    model = ddpm.DDPM(lambda x, t, y=None: eps_opt(x, t.long()), T, BETAS).double()
     bound = model.vlb(x0, discrete=discrete, generator=torch.Generator().manual_seed(1))
     # log q(x_1:T | x_0) along a forward trajectory (code index t holds Ho et al.'s x_{t+1})
     zs, z, log_q = [], x0, 0
