@@ -31,10 +31,11 @@ Algorithm -> function:
     replay buffer with 5% restarts                       -> negatives
     contrastive divergence loss + regularizer (Alg. 1)   -> cd_loss
     exact log-likelihood on 2-D points (grid)            -> log_partition, EBM.nll; the box checked by mass_outside
+    the surface shared with the other files              -> generate (samples in data space), likelihood (grid), BENCH
 
 Commands:
     python ebm.py train                                  # mnist5k, 288 s on 2 CPU cores -> runs/ebm-mnist5k/
-    python ebm.py sample --langevin-steps 1000 --out digits.png
+    python ebm.py sample --langevin-steps 1000           # -> runs/ebm-mnist5k/sample.png (.npz: raw samples)
     python ebm.py train --data grid25                    # 2-D toy, MLP energy
     python ebm.py nll --ckpt runs/ebm-grid25/ckpt.pt     # exact NLL (nats) on the test points by grid integration
     torchrun --nproc_per_node=2 ebm.py train             # DDP (gloo on CPU, NCCL on GPU)
@@ -114,9 +115,11 @@ class EBM(nn.Module):
         return x * self.scale + self.shift
 
     def noise(self, n: int, generator=None) -> torch.Tensor:
-        """Chain starts: uniform on [-1, 1] per pixel (images), on [-2, 2]^D in normalized units (points)."""
+        """Chain starts: uniform on [-1, 1] per pixel (images), on [-2, 2]^D in normalized units (points); drawn where
+        `generator` lives (the CPU's global RNG without one), then moved to the model's device."""
         width = 1.0 if self.images else 2.0
-        return ((torch.rand((n, *self.shape), generator=generator) * 2 - 1) * width).to(self.shift.device)
+        u = torch.rand((n, *self.shape), generator=generator, device=generator.device if generator is not None else None)
+        return ((u * 2 - 1) * width).to(self.shift.device)
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, box: float = 4.0, n: int = 1000, check: bool = True, log_z=None) -> torch.Tensor:
@@ -136,13 +139,16 @@ def langevin(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
              generator: torch.Generator | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
     """x <- x - step_size * grad_x E(x) + noise_std * N(0, I), `steps` times (energy_fn: [B, ...] -> [B]).
     With noise_std = sqrt(2 step_size) this is the unadjusted Langevin algorithm. `clamp` (a departure used by
-    Du & Mordatch's code for images) projects x back into a box after each step. Returns a detached tensor."""
+    Du & Mordatch's code for images) projects x back into a box after each step. The noise is drawn where `generator`
+    lives (a CPU generator can drive chains on a GPU); without one, from the global RNG of x's device. Returns a
+    detached tensor."""
     x = x.detach().clone()
+    where = generator.device if generator is not None else x.device
     with torch.enable_grad():  # also under no_grad (Trainer.finish samples inside torch.no_grad)
         for _ in range(steps):
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(energy_fn(x).sum(), x)  # sum over the batch: per-example gradients
-            w = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            w = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)  # w ~ N(0, I)
             x = (x - step_size * grad + noise_std * w).detach()
             if clamp is not None:
                 x = x.clamp(*clamp)
@@ -203,6 +209,19 @@ def mass_outside(energy_fn: Callable, box: float = 4.0, n: int = 1000, device=No
     return float(torch.logaddexp(log_box, log_ring) - log_box)
 
 
+@torch.no_grad()
+def likelihood(model: EBM, x: torch.Tensor, box: float = 4.0, grid: int = 1000) -> dict:
+    """Mean -log p(x) in nats on 2-D points by grid integration of exp(-E) (the stable surface): {"nll_nats",
+    "kind": "grid", "log_z", "mass_outside_nats"}, the last being how much doubling the box would add to log Z."""
+    if model.images:
+        raise ValueError("the grid likelihood needs 2-D points (an image would need grid^D energies)")
+    dev = model.shift.device
+    log_z = log_partition(model, box, grid, dev)
+    lost = mass_outside(model, box, grid, dev, log_z)
+    value = float(model.nll(x.to(dev), box, grid, check=False, log_z=log_z).mean())
+    return {"nll_nats": value, "kind": "grid", "log_z": float(log_z), "mass_outside_nats": lost}
+
+
 # ----------------------------------------------------------------------------------------------------- commands
 import sys  # noqa: E402  (below: the CLI, which uses data.py and training.py)
 from pathlib import Path  # noqa: E402
@@ -222,12 +241,16 @@ DEFAULTS = {"images": dict(lr=1e-4, step_size=1.0, noise_std=0.01, sample_step_s
 
 
 def build(config: dict) -> EBM:
-    """The untrained model that a config describes; train sets shift/scale, load reads them."""
+    """The untrained model that a config describes; train sets shift/scale, load reads them. The model keeps the
+    config (`model.config`, also in its EMA copy): `generate` reads the sampling chain's defaults from it."""
     shape = tuple(config["shape"])
     if config["kind"] == "points":
         net = EnergyMLP(shape[0], config["hidden"], octaves=config["octaves"])
-        return EBM(net, shape, torch.zeros(shape), torch.ones(shape), config["base_std"])
-    return EBM(EnergyCNN(shape, config["ch"]), shape)
+        model = EBM(net, shape, torch.zeros(shape), torch.ones(shape), config["base_std"])
+    else:
+        model = EBM(EnergyCNN(shape, config["ch"]), shape)
+    model.config = config
+    return model
 
 
 def resolve(config: dict, name: str) -> float:
@@ -261,16 +284,23 @@ def load(path: str | Path, device: str = "cpu") -> EBM:
         model.load_state_dict(training.ema_state(ckpt, "model"))
     except (RuntimeError, KeyError) as e:
         training.fail(f"{path} does not match its own config ({str(e).splitlines()[0][:120]})")
-    model.config = ckpt["config"]
     return model.to(device).eval()
 
 
-def generate(model: EBM, n: int, steps: int, step_size: float, noise_std: float, generator=None) -> torch.Tensor:
-    """n samples in data space: Langevin chains of `steps` steps from noise."""
-    clamp = (-1.0, 1.0) if model.images else None
-    g = generator if model.shift.device.type == "cpu" else None  # a CPU generator cannot drive CUDA noise
-    x = langevin(model, model.noise(n, generator), steps, step_size, noise_std, g, clamp)
-    return model.denormalize(x).cpu()
+def generate(model: EBM, n: int, *, generator: torch.Generator | None = None, y=None, steps: int = 1000,
+             step_size: float = 0.0, noise_std: float = -1.0, batch: int = 500) -> torch.Tensor:
+    """n samples in data space on the CPU: Langevin chains of `steps` steps from noise (EBM.noise), `batch` chains at
+    a time with one generator running through. step_size 0 and noise_std -1: the checkpoint's sampling chain
+    (chain_settings: ULA at sample_step_size for points, the cold clamped chain for images)."""
+    if y is not None:
+        raise ValueError("ebm.py's EBM is unconditional: y must be None")
+    step, noise, clamp = chain_settings(model.config, step_size)
+    noise = noise if noise_std < 0 else noise_std
+    out = []
+    for start in range(0, n, batch):
+        x = langevin(model, model.noise(min(batch, n - start), generator), steps, step, noise, generator, clamp)
+        out.append(model.denormalize(x).cpu())
+    return torch.cat(out)
 
 
 @app.command()
@@ -350,7 +380,7 @@ def train(
         tr.step(cd_loss(E_pos, E_neg, alpha), e_pos=E_pos.mean().detach(), e_neg=E_neg.mean().detach())
 
     def sample_fn(n):
-        return generate(tr.sampling_model(), n, sample_steps, *chain_settings(config)[:2])
+        return generate(tr.sampling_model(), n, steps=sample_steps)
 
     path = tr.finish(sample_fn, n=1000 if ds.kind == "points" else 64,
                      reference=ds.x[:5000] if ds.kind == "points" else None)
@@ -363,13 +393,13 @@ def train(
 def sample(
     ckpt: Annotated[str, typer.Option(help="checkpoint written by train")] = "runs/ebm-mnist5k/ckpt.pt",
     n: Annotated[int, typer.Option(help="number of samples")] = 64,
-    out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples, key x); default "
-                                          "<ckpt folder>/sample.png")] = "",
+    out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples under key x, data space); "
+                                          "default <ckpt folder>/sample.png")] = "",
     langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 1000,
     step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step")] = 0.0,
     noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the checkpoint's sampling noise")] = -1.0,
     seed: training.Seed = 0,
-    device: training.Device = "cpu",
+    device: training.Device = "auto",
 ) -> Path:
     """Draw samples by long Langevin chains from noise."""
     import data as datasets
@@ -381,11 +411,9 @@ def sample(
     path = Path(out or Path(ckpt).parent / "sample.png")
     training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     model = load(ckpt, training.device(device))
-    step, noise, _ = chain_settings(model.config, step_size)  # by default what train's samples.png used
-    torch.manual_seed(seed)
-    x = generate(model, n, langevin_steps, step, noise if noise_std < 0 else noise_std,
-                 torch.Generator().manual_seed(seed))
-    ref = datasets.load(model.config["data"], "test").x if model.config["kind"] == "points" else None
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), steps=langevin_steps, step_size=step_size,
+                 noise_std=noise_std)  # by default the chain of train's samples.png
+    ref = datasets.load(model.config["data"], "test").x[:2000] if model.config["kind"] == "points" else None
     return datasets.write_samples(x, path, reference=ref)  # .npz: raw samples under key x; .png: grid or scatter
 
 
@@ -408,17 +436,33 @@ def nll(
 
 
 def grid_nll(model: EBM, x: torch.Tensor, what: str, box: float = 4.0, grid: int = 1000) -> float:
-    """Mean -log p(x) by grid integration, printed with log Z and the box check (a warning line if mass is lost)."""
-    dev = model.shift.device
-    log_z = log_partition(model, box, grid, dev)
-    lost = mass_outside(model, box, grid, dev, log_z)
-    value = float(model.nll(x.to(dev), box, grid, check=False, log_z=log_z).mean())
-    print(f"{what} {value:.4f} nats per point (log Z = {float(log_z):.4f} over [-{box:g}, {box:g}]^2 in normalized "
-          f"units, {grid}x{grid} grid; doubling the box adds {lost:.2g} nats)")
-    if lost >= 0.01:
-        print(f"warning: exp(-E) has mass outside the box; this NLL is too low by about {lost:.3f} nats "
-              f"(pass a larger --box)", file=sys.stderr)
-    return value
+    """`likelihood`, printed with log Z and the box check (and a warning line if mass is lost)."""
+    r = likelihood(model, x, box, grid)
+    print(f"{what} {r['nll_nats']:.4f} nats per point (log Z = {r['log_z']:.4f} over [-{box:g}, {box:g}]^2 in "
+          f"normalized units, {grid}x{grid} grid; doubling the box adds {r['mass_outside_nats']:.2g} nats)")
+    if r["mass_outside_nats"] >= 0.01:
+        print(f"warning: exp(-E) has mass outside the box; this NLL is too low by about "
+              f"{r['mass_outside_nats']:.3f} nats (pass a larger --box)", file=sys.stderr)
+    return r["nll_nats"]
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "slow sampling",
+    "kinds": ("points", "images"),
+    "options": {"points": {"sample_steps": 100}, "images": {"sample_steps": 50}},  # train's own samples.png: short
+    "quick": {"points": {"hidden": 16, "langevin_steps": 5, "sample_steps": 5},
+              "images": {"ch": 4, "langevin_steps": 5, "sample_steps": 5}},
+    "settings": {"points": [{"sampler": "langevin-500", "steps": 500}],
+                 "images": [{"sampler": "langevin-100", "steps": 100}]},
+    "quick_settings": {"points": [{"sampler": "langevin-20", "steps": 20}],
+                       "images": [{"sampler": "langevin-20", "steps": 20}]},
+    # the whole test split of a toy (5,000 points); the grid integral is only feasible in 2-D
+    "likelihood": {"points": {"n": 5000, "box": 4.0, "grid": 1000}, "images": None},
+    "quick_likelihood": {"points": {"n": 5000, "box": 4.0, "grid": 200}, "images": None},
+    "network": "",  # the energy: one forward + backward (grad_x E) per Langevin step
+    "batch": 500,
+}
 
 
 if __name__ == "__main__":

@@ -20,18 +20,21 @@ x = k / 127.5 - 1) become y = (k + u) / 256, u ~ U[0, 1)^D (`dequantize`); the f
 its first layer is y' = alpha + (1 - 2 alpha) y, v = logit(y'), alpha = 0.05, with log-det
 sum [log(1 - 2 alpha) - log y' - log(1 - y')]. Bits/dim, the protocol shared with vae.py:
     bpd = (-log p(y) + D log 256) / (D log 2)                                   (`bits_per_dim`)
-an upper bound on the discrete code length -log2 P(k) / D (Theis et al. 2016); RealNVP's 1.06 and Glow's 1.05 on MNIST
-are in these units. `Flow.forward`, `inverse`, `log_prob` and `sample` work in y-space for images ([0, 1]) and in raw
+an upper bound on the discrete code length -log2 P(k) / D (Theis et al. 2016). For MNIST in these units, RealNVP 1.06
+and Glow 1.05 are the numbers of FFJORD's Table 2 (Grathwohl et al. 2019, https://arxiv.org/abs/1810.01367), which
+trained both on MNIST; the RealNVP and Glow papers themselves report no MNIST result. `Flow.forward`, `inverse`, `log_prob` and `sample` work in y-space for images ([0, 1]) and in raw
 coordinates for points; the commands write images in data space x = 2y - 1.
 
 Algorithm -> function: coupling `AffineCoupling`; masks `checkerboard`, `channel_mask`; `squeeze`; `ActNorm` (+ data
 init `Flow.initialize`); `InvConv1x1`; multi-scale f `Flow.forward` / f^-1 `Flow.inverse`; exact likelihood
 `Flow.log_prob`; temperature sampling z ~ N(0, T^2 I), x = f^-1(z) (Glow Sec. 5) `Flow.sample`.
+The surface shared with the other model files: `generate(model, n)` (samples in data space, images x = 2y - 1) and
+`likelihood(model, x)` (exact: nats on points, bits/dim on images); `BENCH` (how bench.py runs this file).
 
 Commands (times measured on a 2-core CPU shared with other jobs; see README):
     python flow.py train --data moons                        # MLP couplings on points
     python flow.py train                                     # multi-scale RealNVP/Glow on mnist5k
-    python flow.py sample --ckpt runs/flow-mnist5k/ckpt.pt --temperature 0.7 --out samples.png
+    python flow.py sample --ckpt runs/flow-mnist5k/ckpt.pt --temperature 0.7   # -> runs/flow-mnist5k/sample.png
     python flow.py nll --ckpt runs/flow-mnist5k/ckpt.pt      # exact: bits/dim (images) or nats (points)
     python flow.py train --device cuda --data mnist --hidden 256 --blocks 4 --steps 50000 --batch-size 128  # GPU
 """
@@ -98,8 +101,9 @@ class InvConv1x1(nn.Module):
         return F.conv2d(x, self.weight()[:, :, None, None]), log_det.expand(len(x))
 
     def inverse(self, y):
-        w_inv = torch.linalg.inv(self.weight().double()).to(y.dtype)  # double: an exact-as-possible inverse
-        return F.conv2d(y, w_inv[:, :, None, None])
+        w = self.weight()
+        w = (w.cpu() if w.device.type == "mps" else w).double()  # double: an exact-as-possible inverse (MPS has none)
+        return F.conv2d(y, torch.linalg.inv(w).to(y)[:, :, None, None])
 
 
 class AffineCoupling(nn.Module):
@@ -239,11 +243,13 @@ class Flow(nn.Module):
         return (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(1) + log_det
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None):
-        """x = f^-1(T * eps), eps ~ N(0, I) (Glow Sec. 5: T < 1 trades diversity for fidelity)."""
-        D = math.prod(self.shape)
-        z = temperature * torch.randn(n, D, generator=generator, device=self.shift.device)
-        return self.inverse(z)
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, batch: int = 1000):
+        """x = f^-1(T * eps), eps ~ N(0, I) (Glow Sec. 5: T < 1 trades diversity for fidelity). eps [n, D] is drawn
+        first, where `generator` lives, then inverted `batch` rows at a time (the batch does not change the draws)."""
+        dev, D = self.shift.device, math.prod(self.shape)
+        eps = torch.randn(n, D, generator=generator, device=generator.device if generator is not None else dev)
+        z = temperature * eps.to(dev)
+        return torch.cat([self.inverse(zb) for zb in z.split(batch)])
 
     @torch.no_grad()
     def initialize(self, x):
@@ -265,6 +271,35 @@ def bits_per_dim(log_p_y: torch.Tensor, dims: int) -> torch.Tensor:
     return (-log_p_y + dims * math.log(256)) / (dims * math.log(2))
 
 
+# ----------------------------------------------------------------------------------------------------- the surface
+@torch.no_grad()
+def generate(model: Flow, n: int, *, generator: torch.Generator | None = None, y=None, temperature: float = 1.0,
+             batch: int = 1000) -> torch.Tensor:
+    """n samples in data space on the CPU: x = f^-1(T eps); images y in [0, 1] -> x = 2y - 1, clamped to [-1, 1]
+    (a sample may leave the cube slightly); points as they come. One generator runs through."""
+    if y is not None:
+        raise ValueError("flow.py's Flow is unconditional: y must be None")
+    x = model.sample(n, temperature, generator, batch)
+    return ((2 * x - 1).clamp(-1, 1) if model.images else x).cpu()
+
+
+@torch.no_grad()
+def likelihood(model: Flow, x: torch.Tensor, *, seed: int = 0, batch: int = 256) -> dict:
+    """Exact mean -log p on data x in data space; kind "exact". Points: {"nll_nats"}. Images: {"nll_bpd"} of
+    y = dequantize(x), one draw of u per image from a generator seeded with `seed` (the bpd protocol above)."""
+    dev = model.shift.device
+    g = torch.Generator(dev).manual_seed(seed)
+    per = []
+    for xb in x.split(batch):
+        xb = xb.to(dev)
+        if model.images:
+            per.append(bits_per_dim(model.log_prob(dequantize(xb, g)), math.prod(model.shape)).cpu())
+        else:
+            per.append(-model.log_prob(xb).cpu())  # -log p(x), nats
+    value = float(torch.cat(per).mean())
+    return {"nll_bpd" if model.images else "nll_nats": value, "kind": "exact", "n": len(x)}
+
+
 # ----------------------------------------------------------------------------------------------------- commands
 import data as datasets  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
 import training  # noqa: E402
@@ -279,13 +314,6 @@ def load(path: str | Path, device: str = "cpu") -> Flow:
     model = Flow(**ckpt["config"]["model"])
     model.load_state_dict(training.ema_state(ckpt))
     return model.to(device).eval()
-
-
-def _nll(model: Flow, x: torch.Tensor) -> torch.Tensor:
-    """Per-example loss: bits/dim of dequantized images (fresh u each call) or nats of points."""
-    if model.images:
-        return bits_per_dim(model.log_prob(dequantize(x)), math.prod(model.shape))
-    return -model.log_prob(x)
 
 
 @app.command()
@@ -340,13 +368,7 @@ def train(
             tr.step(bpd, bpd=float(bpd.detach()))
         else:
             tr.step(-log_p.mean(), nll_nats=float(-log_p.detach().mean()))
-    return tr.finish(lambda n: _to_data(tr.sampling_model(), tr.sampling_model().sample(n)).cpu(),
-                     reference=ds.x[:2000])
-
-
-def _to_data(model: Flow, x: torch.Tensor) -> torch.Tensor:
-    """Images y in [0, 1] -> data space 2y - 1, clamped (a sample may leave the cube slightly); points unchanged."""
-    return (2 * x - 1).clamp(-1, 1) if model.images else x
+    return tr.finish(lambda n: generate(tr.sampling_model(), n), reference=ds.x[:2000])
 
 
 @app.command()
@@ -354,29 +376,25 @@ def sample(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/flow-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="number of samples")] = 64,
     temperature: Annotated[float, Opt(help="z ~ N(0, T^2 I); T < 1 gives cleaner, less diverse samples")] = 1.0,
-    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space)")] = "flow_samples.png",
+    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space); default "
+                                 "<ckpt folder>/sample.png")] = "",
     seed: training.Seed = 0,
-    device: training.Device = "cpu",
+    device: training.Device = "auto",
 ) -> Path:
     """x = f^-1(T * eps)."""
-    import numpy as np
-
     training.check(n > 0, f"--n must be positive, got {n}")
     training.check(temperature > 0 and math.isfinite(temperature), f"--temperature must be > 0, got {temperature}")
-    training.check(out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
+    path = Path(out or Path(ckpt).parent / "sample.png")
+    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     model = load(ckpt, str(training.device(device)))
-    x = _to_data(model, model.sample(n, temperature, torch.Generator(model.shift.device).manual_seed(seed))).cpu()
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
     training.check(bool(torch.isfinite(x).all()), "sampling produced non-finite values; try a lower --temperature")
-    path = Path(out)
-    if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, x=x.numpy())
-    else:
-        ref = None if model.images else datasets.load(training.load_checkpoint(ckpt, "flow")["config"]["data"], "test").x
-        datasets.save_samples(x, path, reference=None if ref is None else ref[:2000],
-                              title=None if model.images else f"flow, T = {temperature:g}")
-    print(path)
-    return path
+    ref = None if model.images else _test_data(ckpt)[:2000]
+    return datasets.write_samples(x, path, reference=ref)
+
+
+def _test_data(ckpt: str) -> torch.Tensor:
+    return datasets.load(training.load_checkpoint(ckpt, "flow")["config"]["data"], "test").x
 
 
 @app.command()
@@ -389,20 +407,31 @@ def nll(
     """Exact -log p on the test split: bits/dim (images, one dequantization draw per image) or nats (points)."""
     training.check(n >= 0, f"--n must be >= 0, got {n}")
     model = load(ckpt, str(training.device(device)))
-    name = training.load_checkpoint(ckpt, "flow")["config"]["data"]
-    x = datasets.load(name, "test").x
-    x = x[:n] if n else x
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        per = torch.cat([_nll(model, xb.to(model.shift.device)).cpu() for xb in x.split(256)])
-    res = dict(model="flow", data=name, n=len(x))
+    x = _test_data(ckpt)
+    r = likelihood(model, x[:n] if n else x, seed=seed)
+    res = dict(model="flow", data=training.load_checkpoint(ckpt, "flow")["config"]["data"], n=r["n"])
     if model.images:
-        res["nll_bpd"] = float(per.mean())
-        print(f"NLL {res['nll_bpd']:.4f} bits/dim (exact given one dequantization draw) on {len(x)} test images")
+        res["nll_bpd"] = r["nll_bpd"]
+        print(f"NLL {res['nll_bpd']:.4f} bits/dim (exact given one dequantization draw) on {r['n']} test images")
     else:
-        res["nll_nats"] = float(per.mean())
-        print(f"NLL {res['nll_nats']:.4f} nats (exact) on {len(x)} test points")
+        res["nll_nats"] = r["nll_nats"]
+        print(f"NLL {res['nll_nats']:.4f} nats (exact) on {r['n']} test points")
     return res
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "exact likelihood, slowish",
+    "kinds": ("points", "images"),
+    "options": {"points": {}, "images": {}},
+    "quick": {"points": {"hidden": 16, "blocks": 2}, "images": {"hidden": 8, "blocks": 1}},
+    "settings": {"points": [{"sampler": "f^-1(z)"}], "images": [{"sampler": "f^-1(z)"}]},
+    "quick_settings": {"points": [{"sampler": "f^-1(z)"}], "images": [{"sampler": "f^-1(z)"}]},
+    "likelihood": {"points": {"n": 1000, "seed": 0}, "images": {"n": 1000, "seed": 0}},
+    "quick_likelihood": {"points": {"n": 200, "seed": 0}, "images": {"n": 200, "seed": 0}},
+    "network": "inverse",  # one pass of f^-1 per sample
+    "batch": 10_000,  # one generate call: it draws all noise first and inverts 1000 at a time
+}
 
 
 if __name__ == "__main__":

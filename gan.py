@@ -20,6 +20,8 @@ Algorithm -> function:
     gradient penalty, WGAN-GP Algorithm 1 lines 4-8                                         -> gradient_penalty
     R1 penalty on real data, Mescheder et al. eq. 9                                         -> r1_penalty
     alternating updates, n_critic D steps per G step                                        -> train
+    samples x = G(z), z ~ N(0, I), in data space (the surface shared with the other files)   -> generate
+No likelihood: G defines a distribution only through its samples. `BENCH` says how bench.py runs this file.
 The training log (runs/gan-<data>/metrics.jsonl) holds what a practitioner watches: loss_D, loss_G, the mean D output
 on real and fake batches (d_real, d_fake: logits for bce), the gradient norms of D and G (grad_norm_D, grad_norm_G),
 and on grid25 / ring8 the modes covered and the high-quality fraction (PacGAN definitions, fid.mode_coverage).
@@ -194,11 +196,16 @@ def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
 
 
 @torch.no_grad()
-def generate(G: nn.Module, n: int, generator=None, batch_size: int = 1000) -> torch.Tensor:
-    """n samples x = G(z), z ~ N(0, I), in data space (raw coordinates; images in [-1, 1])."""
+def generate(G: nn.Module, n: int, *, generator: torch.Generator | None = None, y=None,
+             batch: int = 1000) -> torch.Tensor:
+    """n samples x = G(z), z ~ N(0, I), in data space (raw coordinates; images in [-1, 1]), on the CPU; `batch` z at
+    a time, each drawn where `generator` lives (a CPU generator can drive G on a GPU) just before its G call."""
+    if y is not None:
+        raise ValueError("gan.py's generator is unconditional: y must be None")
     dev = next(G.parameters()).device
-    return torch.cat([G(torch.randn(min(batch_size, n - i), G.z_dim, device=dev, generator=generator))
-                      for i in range(0, n, batch_size)])
+    where = generator.device if generator is not None else dev
+    return torch.cat([G(torch.randn(min(batch, n - i), G.z_dim, device=where, generator=generator).to(dev)).cpu()
+                      for i in range(0, n, batch)])
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -206,7 +213,6 @@ import os  # noqa: E402  (the commands below use data.py and training.py; the pa
 from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
 
-import numpy as np  # noqa: E402
 import typer  # noqa: E402
 
 import training  # noqa: E402
@@ -332,12 +338,12 @@ def train(
         D_raw.requires_grad_(True)
         if data in datasets.MODES and ((eval_every and step % eval_every == 0) or step + 1 == steps):
             eval_g.manual_seed(seed)  # a generator of its own: evaluating does not change the training noise
-            tr.log(**coverage(generate(tr.sampling_model(), 2500, eval_g), data))
+            tr.log(**coverage(generate(tr.sampling_model(), 2500, generator=eval_g), data))
 
     ckpt = tr.finish(lambda n: generate(tr.sampling_model(), n), n=64 if ds.kind == "images" else 2500,
                      reference=ds.x[:2500] if ds.kind == "points" else None)
     if data in datasets.MODES and tr.is_main:
-        cov = coverage(generate(tr.sampling_model(), 2500, eval_g.manual_seed(seed)), data)
+        cov = coverage(generate(tr.sampling_model(), 2500, generator=eval_g.manual_seed(seed)), data)
         print(f"{data}: {cov['modes']} modes covered, {100 * cov['hq']:.1f}% high quality (2,500 EMA samples)")
     return ckpt
 
@@ -354,27 +360,23 @@ def load(path: str | Path, device: str = "cpu", ema: bool = True) -> nn.Module:
 def sample_cmd(
     ckpt: Annotated[str, Opt(help="checkpoint written by train")] = "runs/gan-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="number of samples")] = 64,
-    out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
+    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space); default "
+                                 "<ckpt folder>/sample.png")] = "",
     ema: Annotated[bool, Opt(help="sample the EMA generator (--no-ema: the last raw weights)")] = True,
     device: training.Device = "auto",
     seed: training.Seed = 0,
-) -> torch.Tensor:
+) -> Path:
     """Draw n samples x = G(z); on grid25 / ring8 also print the modes covered and the high-quality fraction."""
     import data as datasets
 
     training.check(n > 0, f"--n must be positive, got {n}")
+    path = Path(out or Path(ckpt).parent / "sample.png")
+    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     G = load(ckpt, device, ema)
     name = training.load_checkpoint(ckpt, "gan")["config"]["data"]
-    dev = next(G.parameters()).device
-    x = generate(G, n, torch.Generator(dev).manual_seed(seed)).float().cpu()
-    out = out or str(Path(ckpt).parent / "sample.png")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if out.endswith(".npz"):
-        np.savez_compressed(out, x=x.numpy())
-    else:
-        ref = datasets.load(name).x[:2500] if x.dim() == 2 else None
-        datasets.save_samples(x, out, reference=ref)
-    print(f"wrote {n} samples to {out}")
+    x = generate(G, n, generator=torch.Generator().manual_seed(seed))
+    ref = datasets.load(name, "test").x[:2000] if x.dim() == 2 else None
+    datasets.write_samples(x, path, reference=ref)
     cov = coverage(x, name)
     if cov is not None:
         print(f"{name}: {cov['modes']} modes covered, {100 * cov['hq']:.1f}% high quality ({n} samples)")
@@ -384,7 +386,23 @@ def sample_cmd(
         cc = fid.class_coverage(fid.classify(x))
         print(f"digits (fid.classify): {cc['classes']}/10 classes, KL(histogram || uniform) = "
               f"{cc['kl_uniform']:.3f} nats, counts {cc['histogram']}")
-    return x
+    return path
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "sharp samples, unstable training, mode collapse",
+    "kinds": ("points", "images"),
+    "options": {"points": {"eval_every": 0}, "images": {"eval_every": 0}},  # no coverage runs inside the timed loop
+    "quick": {"points": {"eval_every": 0, "width": 32, "depth": 2, "z_dim": 8},
+              "images": {"eval_every": 0, "channels": 8}},
+    "settings": {"points": [{"sampler": "G(z)"}], "images": [{"sampler": "G(z)"}]},
+    "quick_settings": {"points": [{"sampler": "G(z)"}], "images": [{"sampler": "G(z)"}]},
+    "likelihood": None,  # a GAN has none
+    "quick_likelihood": None,
+    "network": "",  # the generator itself: one call per sample
+    "batch": 1000,
+}
 
 
 if __name__ == "__main__":

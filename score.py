@@ -27,10 +27,13 @@ Algorithm -> function:
     weighted DSM objective (eqs. 5-6)                      -> dsm_loss
     Algorithm 1, annealed Langevin dynamics                -> annealed_langevin
     Tweedie denoising x + sigma^2 s(x, sigma)              -> tweedie_denoise
+    samples in data space (uniform x_0, Alg. 1, Tweedie)   -> generate (the surface shared with the other files)
+No likelihood: the score leaves log Z, hence log p, undetermined. `BENCH` says how bench.py runs this file.
 
 Commands:
     python score.py train                              # mnist5k, small UNet, 360 s on 2 CPU cores -> runs/score-mnist5k/
-    python score.py sample --out digits.png            # 10 levels x 100 Langevin steps, then Tweedie denoising
+    python score.py sample                             # 10 levels x 100 Langevin steps, then Tweedie denoising
+                                                       # -> runs/score-mnist5k/sample.png (.npz: raw samples)
     python score.py train --data grid25                # 2-D toy, MLP, sigma_1 from the data (~1 min on CPU)
     python score.py sample --ckpt runs/score-grid25/ckpt.pt --n 2000 --out grid.npz
     torchrun --nproc_per_node=2 score.py train         # DDP (gloo on CPU, NCCL on GPU)
@@ -186,13 +189,16 @@ def annealed_langevin(score_fn: Callable, x: torch.Tensor, sigmas, steps_per_lev
     Convention: this is the paper's Algorithm 1 (drift alpha / 2, noise sqrt(alpha)). The official NCSN code
     (ermongroup/ncsn, anneal_Langevin_dynamics) writes x + a s + sqrt(2 a) z with a = step_lr sigma_i^2 / sigma_L^2,
     the same chain with alpha = 2 a: so eps here is twice its step_lr, and the same number (e.g. the default
-    2e-5 in both) takes half the official code's step. To reproduce that code, pass eps = 2 * step_lr."""
+    2e-5 in both) takes half the official code's step. To reproduce that code, pass eps = 2 * step_lr.
+    The noise is drawn where `generator` lives (a CPU generator can drive chains on a GPU); without one, from the
+    global RNG of x's device."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(x.device)
+    where = generator.device if generator is not None else x.device
     for sigma in sigmas:
         alpha = eps * sigma ** 2 / sigmas[-1] ** 2  # step size alpha_i (Alg. 1 line 3)
         sigma_b = sigma.expand(x.shape[0])  # [B]
         for _ in range(steps_per_level):
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)
             x = x + alpha / 2 * score_fn(x, sigma_b) + alpha.sqrt() * z  # Alg. 1 line 6
     return x
 
@@ -202,6 +208,25 @@ def tweedie_denoise(score_fn: Callable, x: torch.Tensor, sigma: float) -> torch.
     """E[x_clean | x] = x + sigma^2 grad log q_sigma(x) (Tweedie's formula): removes the last level's noise."""
     sigma_b = torch.full((x.shape[0],), float(sigma), device=x.device)
     return x + sigma ** 2 * score_fn(x, sigma_b)
+
+
+@torch.no_grad()
+def generate(model: NCSN, n: int, *, generator: torch.Generator | None = None, y=None, steps_per_level: int = 100,
+             eps: float = 2e-5, denoise: bool = True, batch: int = 500) -> torch.Tensor:
+    """n samples in data space on the CPU: x_0 uniform on [-1, 1]^D (as in NCSN; normalized units for points),
+    Algorithm 1 over model.sigmas, then (`denoise`) the Tweedie step at sigma_L; `batch` chains at a time, with one
+    generator running through (x_0 drawn where it lives)."""
+    if y is not None:
+        raise ValueError("score.py's NCSN is unconditional: y must be None")
+    dev, out = model.sigmas.device, []
+    where = generator.device if generator is not None else None
+    for start in range(0, n, batch):
+        x = (torch.rand((min(batch, n - start), *model.shape), generator=generator, device=where) * 2 - 1).to(dev)
+        x = annealed_langevin(model, x, model.sigmas, steps_per_level, eps, generator=generator)
+        if denoise:
+            x = tweedie_denoise(model, x, float(model.sigmas[-1]))
+        out.append(model.denormalize(x).cpu())
+    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -235,21 +260,6 @@ def load(path: str | Path, device: str = "cpu") -> NCSN:
         training.fail(f"{path} does not match its own config ({str(e).splitlines()[0][:120]})")
     model.config = ckpt["config"]
     return model.to(device).eval()
-
-
-@torch.no_grad()
-def generate(model: NCSN, n: int, steps_per_level: int = 100, eps: float = 2e-5, denoise: bool = True,
-             generator: torch.Generator | None = None, batch: int = 1000) -> torch.Tensor:
-    """n samples in data space: x_0 uniform on [-1, 1]^D (as in NCSN), Algorithm 1, then the optional Tweedie step."""
-    dev, out = model.sigmas.device, []
-    for start in range(0, n, batch):
-        x = (torch.rand((min(batch, n - start), *model.shape), generator=generator) * 2 - 1).to(dev)
-        g = generator if dev.type == "cpu" else None  # a CPU generator cannot drive CUDA noise
-        x = annealed_langevin(model, x, model.sigmas, steps_per_level, eps, generator=g)
-        if denoise:
-            x = tweedie_denoise(model, x, float(model.sigmas[-1]))
-        out.append(model.denormalize(x).cpu())
-    return torch.cat(out)
 
 
 @app.command()
@@ -310,7 +320,7 @@ def train(
         tr.step(loss)
 
     def sample_fn(n):
-        return generate(tr.sampling_model(), n, steps_per_level, eps)
+        return generate(tr.sampling_model(), n, steps_per_level=steps_per_level, eps=eps)
 
     reference = ds.x[:5000] if ds.kind == "points" else None
     return tr.finish(sample_fn, n=1000 if ds.kind == "points" else 64, reference=reference)
@@ -320,13 +330,13 @@ def train(
 def sample(
     ckpt: Annotated[str, typer.Option(help="checkpoint written by train")] = "runs/score-mnist5k/ckpt.pt",
     n: Annotated[int, typer.Option(help="number of samples")] = 64,
-    out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples, key x); default "
-                                          "<ckpt folder>/sample.png")] = "",
+    out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples under key x, data space); "
+                                          "default <ckpt folder>/sample.png")] = "",
     steps_per_level: Annotated[int, typer.Option(help="T, Langevin steps per noise level")] = 100,
     eps: Annotated[float, typer.Option(help="epsilon of Algorithm 1: the step size at sigma_L")] = 2e-5,
     denoise: Annotated[bool, typer.Option(help="finish with the Tweedie step x + sigma_L^2 s(x, sigma_L)")] = True,
     seed: training.Seed = 0,
-    device: training.Device = "cpu",
+    device: training.Device = "auto",
 ) -> Path:
     """Draw samples by annealed Langevin dynamics (Algorithm 1)."""
     import data as datasets
@@ -337,10 +347,28 @@ def sample(
     path = Path(out or Path(ckpt).parent / "sample.png")
     training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     model = load(ckpt, training.device(device))
-    torch.manual_seed(seed)
-    x = generate(model, n, steps_per_level, eps, denoise, torch.Generator().manual_seed(seed))
-    ref = datasets.load(model.config["data"], "test").x if model.config["kind"] == "points" else None
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), steps_per_level=steps_per_level, eps=eps,
+                 denoise=denoise)
+    ref = datasets.load(model.config["data"], "test").x[:2000] if model.config["kind"] == "points" else None
     return datasets.write_samples(x, path, reference=ref)  # .npz: raw samples under key x; .png: grid or scatter
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "high quality, slow sampling (no likelihood)",
+    "kinds": ("points", "images"),
+    "options": {"points": {"steps_per_level": 20}, "images": {"steps_per_level": 5}},  # train's own samples.png
+    "quick": {"points": {"hidden": 16, "steps_per_level": 2}, "images": {"ch": 8, "steps_per_level": 2}},
+    # label: L x T Langevin steps for the default L = 10 levels (+ 1 Tweedie call, counted in the NFE)
+    "settings": {"points": [{"sampler": "ald-1000", "steps_per_level": 100}],
+                 "images": [{"sampler": "ald-50", "steps_per_level": 5}]},
+    "quick_settings": {"points": [{"sampler": "ald-20", "steps_per_level": 2}],
+                       "images": [{"sampler": "ald-20", "steps_per_level": 2}]},
+    "likelihood": None,  # no likelihood (see the docstring)
+    "quick_likelihood": None,
+    "network": "",  # the score network: one call per Langevin step, one for the Tweedie step
+    "batch": 500,
+}
 
 
 if __name__ == "__main__":

@@ -33,12 +33,14 @@ IWAE bound).
 
 Algorithm -> function: encoder/decoder `VAE.encode`, `VAE.log_px_given_z`; reparameterization + ELBO `VAE.forward`,
 `VAE.elbo`; closed-form KL `gaussian_kl`; IWAE `VAE.iwae`; active units `active_units`; ancestral sampling `VAE.sample`.
+The surface shared with the other model files: `generate(model, n)` (samples in data space) and `likelihood(model, x)`
+(-IWAE_k: nats on points, bits/dim with the logistic decoder; kind "bound"); `BENCH` (how bench.py runs this file).
 
 Commands (times measured on a 2-core CPU shared with other jobs; see README):
     python vae.py train --data moons                       # MLP VAE on points
     python vae.py train                                    # conv VAE on mnist5k, Bernoulli decoder
     python vae.py train --likelihood logistic --out runs/vae-mnist5k-logistic
-    python vae.py sample --ckpt runs/vae-mnist5k/ckpt.pt --out samples.png
+    python vae.py sample --ckpt runs/vae-mnist5k/ckpt.pt       # -> runs/vae-mnist5k/sample.png (.npz: raw samples)
     python vae.py reconstruct --ckpt runs/vae-mnist5k/ckpt.pt --out recon.png
     python vae.py interpolate --ckpt runs/vae-mnist5k/ckpt.pt --out interp.png
     python vae.py nll --ckpt runs/vae-moons/ckpt.pt --k 1000    # IWAE-1000: nats (points) or bits/dim (logistic)
@@ -57,6 +59,13 @@ import typer
 
 LIKELIHOODS = ("bernoulli", "logistic")  # image decoders; points always use "gaussian"
 LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
+    """N(0, I) of `shape` on `device`, drawn where `generator` lives (a CPU generator can drive a model on a GPU, and
+    one seed gives the same noise on every device); generator None: the global RNG of `device`."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
 
 
 # ----------------------------------------------------------------------------------------------------- network
@@ -123,25 +132,27 @@ class VAE(nn.Module):
         return params.chunk(2, -3)[0].clamp(-1, 1)  # logistic mean (the clamp: data range)
 
     # ------------------------------------------------------------------------------------------------- bounds
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample ELBO terms per example: (log p(x|z), KL(q(z|x) || p(z))), z = mu + sigma * eps (reparam.)."""
         mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
+        eps = gaussian(mu.shape, generator, mu.device, mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
         return self.log_px_given_z(x, z), gaussian_kl(mu, logvar)
 
-    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """ELBO estimate per example in nats: log p(x|z) - KL (one z; closed-form KL)."""
-        log_px_z, kl = self(x)
+        log_px_z, kl = self(x, generator)
         return log_px_z - kl
 
-    def iwae(self, x: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    def iwae(self, x: torch.Tensor, k: int, chunk: int = 4096,
+             generator: torch.Generator | None = None) -> torch.Tensor:
         """IWAE bound L_k per example in nats (Burda et al. eq. 8): logsumexp_i(log w_i) - log k; chunks of z samples."""
         mu, logvar = self.encode(x)
         std = torch.exp(0.5 * logvar)
         log_w = []
         per = max(1, chunk // len(x))  # samples per chunk, so that per * B decoder calls fit in memory
         for i in range(0, k, per):
-            eps = torch.randn(min(per, k - i), *mu.shape, device=mu.device)  # [k', B, L]
+            eps = gaussian((min(per, k - i), *mu.shape), generator, mu.device, mu.dtype)  # [k', B, L]
             z = mu + std * eps
             log_pz = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(-1)  # log N(z; 0, I)
             log_qz = (-0.5 * eps ** 2 - 0.5 * LOG_2PI).sum(-1) - std.log().sum(-1)  # log N(z; mu, sigma^2)
@@ -149,15 +160,18 @@ class VAE(nn.Module):
         return torch.logsumexp(torch.cat(log_w), 0) - math.log(k)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = False,
+               batch: int = 1000) -> torch.Tensor:
         """Ancestral sampling z ~ p(z), x ~ p(x|z). Images: the decoder mean E[x|z] is returned (the usual VAE picture;
-        sampled pixels would be salt-and-pepper noise). Points: x = mu + sigma * eps (the model's density)."""
+        sampled pixels would be salt-and-pepper noise). Points: x = mu + sigma * eps (the model's density), or the
+        decoder mean with `mean`. All noise is drawn first (z [n, L], then eps [n, d]), so `batch`, the decoder calls
+        per chunk, does not change the draws."""
         dev = self.shift.device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=dev)
-        if self.likelihood != "gaussian":
-            return self.mean(z)
-        mu, log_sigma = self.decode(z).chunk(2, -1)
-        u = mu + log_sigma.clamp(min=-7.0).exp() * torch.randn(mu.shape, generator=generator, device=dev)
+        z = gaussian((n, self.latent_dim), generator, dev)  # z ~ N(0, I)
+        if mean or self.likelihood != "gaussian":
+            return torch.cat([self.mean(zb) for zb in z.split(batch)])
+        mu, log_sigma = torch.cat([self.decode(zb) for zb in z.split(batch)]).chunk(2, -1)  # [n, d] each
+        u = mu + log_sigma.clamp(min=-7.0).exp() * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
         return u * self.scale + self.shift
 
 
@@ -190,6 +204,45 @@ def bits_per_dim(log_p_y: torch.Tensor, dims: int) -> torch.Tensor:
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Stochastic binarization of images in [-1, 1]: pixel ~ Bernoulli((x + 1) / 2), returned in {-1, 1}."""
     return 2 * torch.bernoulli((x + 1) / 2, generator=generator) - 1
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@torch.no_grad()
+def generate(model: VAE, n: int, *, generator: torch.Generator | None = None, y=None, mean: bool = False,
+             batch: int = 1000) -> torch.Tensor:
+    """n samples in data space on the CPU: x ~ p(x|z), z ~ N(0, I) for points (`mean`: E[x|z] instead); E[x|z] in
+    [-1, 1] for images. One generator runs through; the decoder sees `batch` latents at a time."""
+    if y is not None:
+        raise ValueError("vae.py's VAE is unconditional: y must be None")
+    return model.sample(n, generator, mean, batch).cpu()
+
+
+@torch.no_grad()
+def likelihood(model: VAE, x: torch.Tensor, *, k: int = 1000, seed: int = 0) -> dict:
+    """-IWAE_k on test data x in data space; kind "bound" (L_k <= log p(x): the NLL is an upper bound). Points:
+    {"nll_nats"}; logistic decoder: {"nll_bpd"} (the protocol shared with flow.py: log p(y) = log P(k) + D log 256);
+    Bernoulli: {"nll_nats"} of x binarized once with `seed` (binary data, NOT comparable with bits/dim). Extra keys:
+    iwae_nats and elbo_nats (mean L_k and ELBO in nats per example), elbo_bpd (logistic), k, n. The binarization and
+    the z samples come from two generators seeded with `seed`; examples go through in chunks of about 4096 / k."""
+    dev = model.shift.device
+    if model.likelihood == "bernoulli":  # the fixed binarization of the test digits
+        x = binarize(x, torch.Generator(x.device).manual_seed(seed))
+    g = torch.Generator(dev).manual_seed(seed)
+    chunk = 1 << 16 if model.likelihood == "gaussian" else 4096  # decoder evaluations per chunk
+    iw, el = [], []
+    for xb in x.split(max(1, chunk // k)):
+        xb = xb.to(dev)
+        iw.append(model.iwae(xb, k, chunk, g).cpu())  # L_k per example [B]
+        el.append(model.elbo(xb, g).cpu())  # ELBO = L_1 per example [B]
+    iw, el = torch.cat(iw), torch.cat(el)
+    res = dict(kind="bound", k=k, n=len(x), iwae_nats=float(iw.mean()), elbo_nats=float(el.mean()))
+    if model.likelihood == "logistic":
+        D = math.prod(model.shape)
+        res["nll_bpd"] = float(bits_per_dim(iw + D * math.log(256), D).mean())
+        res["elbo_bpd"] = float(bits_per_dim(el + D * math.log(256), D).mean())  # -ELBO in bits/dim
+    else:
+        res["nll_nats"] = -res["iwae_nats"]
+    return res
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -270,36 +323,28 @@ def train(
             with torch.no_grad():
                 metrics["active_units"] = active_units(training.unwrap(tr.models["model"]).encode(x_probe)[0])
         tr.step(loss, **metrics)
-    return tr.finish(lambda n: tr.sampling_model().sample(n).float().cpu(), reference=ds.x[:2000])
+    return tr.finish(lambda n: generate(tr.sampling_model(), n), reference=ds.x[:2000])
 
 
 @app.command()
 def sample(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="number of samples")] = 64,
-    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x)")] = "vae_samples.png",
+    out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space); default "
+                                 "<ckpt folder>/sample.png")] = "",
+    mean: Annotated[bool, Opt(help="points: the decoder mean instead of a draw x ~ p(x|z) (images always show the "
+                                   "mean)")] = False,
     seed: training.Seed = 0,
-    device: training.Device = "cpu",
+    device: training.Device = "auto",
 ) -> Path:
     """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images)."""
     training.check(n > 0, f"--n must be positive, got {n}")
-    training.check(out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
+    path = Path(out or Path(ckpt).parent / "sample.png")
+    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
     model = load(ckpt, str(training.device(device)))
-    x = model.sample(n, torch.Generator(model.shift.device).manual_seed(seed)).cpu()
-    return _write(x, out, model, reference=_test_data(model, ckpt)[:2000] if model.likelihood == "gaussian" else None)
-
-
-def _write(x: torch.Tensor, out: str, model: VAE, nrow: int | None = None, reference=None) -> Path:
-    import numpy as np
-
-    path = Path(out)
-    if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, x=x.numpy())
-    else:
-        datasets.save_samples(x, path, nrow=nrow, reference=reference)
-    print(path)
-    return path
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), mean=mean)
+    ref = _test_data(model, ckpt)[:2000] if model.likelihood == "gaussian" else None
+    return datasets.write_samples(x, path, reference=ref)
 
 
 def _test_data(model: VAE, ckpt: str) -> torch.Tensor:
@@ -310,7 +355,7 @@ def _test_data(model: VAE, ckpt: str) -> torch.Tensor:
 def reconstruct(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
     n: Annotated[int, Opt(help="number of test examples")] = 32,
-    out: Annotated[str, Opt(help="PNG: each original beside its reconstruction E[x | z = mu(x)]")] = "vae_reconstruct.png",
+    out: Annotated[str, Opt(help="PNG: each original beside its reconstruction, the decoder mean at z = mu(x)")] = "vae_reconstruct.png",
     seed: Annotated[int, Opt(help="random seed (which test examples; binarization)")] = 0,
 ) -> Path:
     """Originals (as the model sees them: binarized for Bernoulli) beside their reconstructions."""
@@ -323,9 +368,9 @@ def reconstruct(
     with torch.no_grad():
         x_rec = model.mean(model.encode(x)[0])
     if model.likelihood == "gaussian":  # points: reconstructions over the originals (grey)
-        return _write(x_rec, out, model, reference=x)
+        return datasets.write_samples(x_rec, out, reference=x)
     pairs = torch.stack([x, x_rec], 1).flatten(0, 1)  # [2n, C, H, W]: original, reconstruction, original, ...
-    return _write(pairs, out, model, nrow=8)
+    return datasets.write_samples(pairs, out, nrow=8)
 
 
 @app.command()
@@ -333,7 +378,7 @@ def interpolate(
     ckpt: Annotated[str, Opt(help="checkpoint")] = "runs/vae-mnist5k/ckpt.pt",
     pairs: Annotated[int, Opt(help="number of (start, end) test pairs, one row each")] = 8,
     steps: Annotated[int, Opt(help="decoded points between the two ends")] = 8,
-    out: Annotated[str, Opt(help="PNG grid: row = x_a, E[x|z_t] for z_t = (1-t) mu(x_a) + t mu(x_b), x_b")] = "vae_interpolate.png",
+    out: Annotated[str, Opt(help="PNG grid: row = x_a, the decoder means at z_t = (1-t) mu(x_a) + t mu(x_b), x_b")] = "vae_interpolate.png",
     seed: Annotated[int, Opt(help="random seed (which test pairs)")] = 0,
 ) -> Path:
     """Walk the latent space on straight lines between the posterior means of two test inputs."""
@@ -349,9 +394,9 @@ def interpolate(
         z_a, z_b = model.encode(x_a)[0], model.encode(x_b)[0]  # [P, L]
         x_t = model.mean((1 - t) * z_a + t * z_b)  # [T, P, ...]
     if model.likelihood == "gaussian":
-        return _write(x_t.flatten(0, 1), out, model, reference=_test_data(model, ckpt)[:2000])
+        return datasets.write_samples(x_t.flatten(0, 1), out, reference=_test_data(model, ckpt)[:2000])
     rows = torch.cat([x_a[None], x_t, x_b[None]]).transpose(0, 1).flatten(0, 1)  # [P * (T + 2), C, H, W]
-    return _write(rows, out, model, nrow=steps + 2)
+    return datasets.write_samples(rows, out, nrow=steps + 2)
 
 
 @app.command()
@@ -366,29 +411,34 @@ def nll(
     training.check(k > 0 and n >= 0, f"--k must be positive and --n >= 0, got {k}, {n}")
     model = load(ckpt, str(training.device(device)))
     x = _test_data(model, ckpt)
-    g = torch.Generator().manual_seed(seed)
-    x = _model_input(model, x[:n] if n else x, g)
-    torch.manual_seed(seed)
-    chunk = 1 << 16 if model.likelihood == "gaussian" else 4096
-    iw, el = [], []
-    with torch.no_grad():
-        for xb in x.split(max(1, chunk // k)):
-            xb = xb.to(model.shift.device)
-            iw.append(model.iwae(xb, k, chunk).cpu())
-            el.append(model.elbo(xb).cpu())
-    iw, el = torch.cat(iw), torch.cat(el)
-    res = dict(model="vae", data=training.load_checkpoint(ckpt, "vae")["config"]["data"], k=k, n=len(x),
-               likelihood=model.likelihood, nll_nats=float(-iw.mean()), elbo_nats=float(el.mean()))
-    dims = math.prod(model.shape)
-    if model.likelihood == "logistic":  # the protocol shared with flow.py: log p(y) = log P(k) + D log 256
-        res["nll_bpd"] = float(bits_per_dim(iw + dims * math.log(256), dims).mean())
+    r = likelihood(model, x[:n] if n else x, k=k, seed=seed)
+    res = dict(model="vae", data=training.load_checkpoint(ckpt, "vae")["config"]["data"], k=k, n=r["n"],
+               likelihood=model.likelihood, nll_nats=-r["iwae_nats"], elbo_nats=r["elbo_nats"])
+    if model.likelihood == "logistic":
+        res["nll_bpd"] = r["nll_bpd"]
         print(f"IWAE-{k} NLL {res['nll_bpd']:.4f} bits/dim ({res['nll_nats']:.2f} nats; -ELBO "
-              f"{float(bits_per_dim(el + dims * math.log(256), dims).mean()):.4f} bits/dim) on {len(x)} test images")
+              f"{r['elbo_bpd']:.4f} bits/dim) on {r['n']} test images")
     else:
         what = "test points" if model.likelihood == "gaussian" else \
             "test images binarized (seed fixed); NOT comparable with 8-bit bits/dim"
-        print(f"IWAE-{k} NLL {res['nll_nats']:.4f} nats (-ELBO {-res['elbo_nats']:.4f}) on {len(x)} {what}")
+        print(f"IWAE-{k} NLL {res['nll_nats']:.4f} nats (-ELBO {-res['elbo_nats']:.4f}) on {r['n']} {what}")
     return res
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "good likelihood, blurry samples",
+    "kinds": ("points", "images"),
+    "options": {"points": {}, "images": {"likelihood": "logistic"}},  # logistic: bits/dim comparable with flow.py's
+    "quick": {"points": {"hidden": 16, "latent_dim": 4},
+              "images": {"hidden": 16, "latent_dim": 4, "likelihood": "logistic"}},
+    "settings": {"points": [{"sampler": "decoder"}], "images": [{"sampler": "decoder"}]},
+    "quick_settings": {"points": [{"sampler": "decoder"}], "images": [{"sampler": "decoder"}]},
+    "likelihood": {"points": {"n": 1000, "k": 1000, "seed": 0}, "images": {"n": 200, "k": 100, "seed": 0}},
+    "quick_likelihood": {"points": {"n": 200, "k": 50, "seed": 0}, "images": {"n": 200, "k": 50, "seed": 0}},
+    "network": "decoder",  # one decoder call per sample
+    "batch": 10_000,  # one generate call: it draws all noise first and decodes 1000 at a time
+}
 
 
 if __name__ == "__main__":

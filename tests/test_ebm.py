@@ -1,6 +1,7 @@
 """ebm.py: Langevin dynamics against a Gaussian's mean and variance, the grid partition function against a closed
 form, the replay buffer's restarts, the regularized CD loss, and the commands (smoke runs, exact resume with the
 buffer, the divergence stop, one-line errors)."""
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import data
 import ebm
 from conftest import assert_one_line_error, run_cli
 
@@ -172,6 +174,10 @@ def test_images_train_and_sample(tmp_path):
                seed=0, device="cpu")
     x = np.load(tmp_path / "m.npz")["x"]
     assert x.shape == (3, 1, 28, 28) and x.min() >= -1 and x.max() <= 1  # chains are clamped to the data box
+    model = ebm.load(ckpt)
+    assert np.array_equal(ebm.generate(model, 3, generator=torch.Generator().manual_seed(0), steps=2).numpy(), x)
+    with pytest.raises(ValueError, match="2-D points"):
+        ebm.likelihood(model, torch.zeros(2, 1, 28, 28))
 
 
 def test_resume_is_exact_with_the_replay_buffer(tmp_path):
@@ -211,3 +217,65 @@ def test_bad_input_fails_with_one_line(tmp_path, capsys):
                     device="cpu", out=str(tmp_path / "img"))
     assert_one_line_error(cli(capsys, "nll", "--ckpt", img))  # no grid likelihood for images
     assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--out", tmp_path / "x.gif"))
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@pytest.fixture(scope="module")
+def moons_ckpt(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENMODELS_QUIET", "1")
+        return ebm.train(data="moons", steps=3, hidden=8, langevin_steps=2, buffer_size=32, sample_steps=2,
+                         batch_size=16, device="cpu", out=str(tmp_path_factory.mktemp("ebm") / "r"))
+
+
+def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys):
+    model = ebm.load(moons_ckpt)
+    x = ebm.generate(model, 7, generator=torch.Generator().manual_seed(3), steps=4)
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    assert torch.equal(x, ebm.generate(model, 7, generator=torch.Generator().manual_seed(3), steps=4))
+    assert not torch.equal(x, ebm.generate(model, 7, generator=torch.Generator().manual_seed(4), steps=4))
+    g = torch.Generator().manual_seed(3)  # by hand: ULA at the checkpoint's sampling step, from EBM.noise
+    step, noise, clamp = ebm.chain_settings(model.config)
+    assert torch.equal(x, model.denormalize(ebm.langevin(model, model.noise(7, g), 4, step, noise, g, clamp)))
+    ebm.app(["sample", "--ckpt", str(moons_ckpt), "--n", "7", "--langevin-steps", "4", "--seed", "3",
+             "--out", str(tmp_path / "s.npz"), "--device", "cpu"])
+    assert np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy())
+    ebm.app(["sample", "--ckpt", str(moons_ckpt), "--n", "3", "--langevin-steps", "1"])  # default --out
+    assert (moons_ckpt.parent / "sample.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unconditional"):
+        ebm.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):
+    model = ebm.load(moons_ckpt)
+    r = ebm.likelihood(model, data.load("moons", "test").x, box=4.0, grid=100)
+    assert r["kind"] == "grid" and "nll_bpd" not in r and math.isfinite(r["nll_nats"])
+    assert {"log_z", "mass_outside_nats"} <= set(r)
+    capsys.readouterr()
+    assert ebm.nll(ckpt=str(moons_ckpt), split="test", box=4.0, grid=100) == r["nll_nats"]
+    assert f"NLL {r['nll_nats']:.4f} nats" in capsys.readouterr().out
+
+
+def test_bench_schema(moons_ckpt):
+    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
+    tiny model), likelihood settings that likelihood accepts (points only), and a network that resolves."""
+    B, model = ebm.BENCH, ebm.load(moons_ckpt)
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch"}
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(ebm.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind]:
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            x = ebm.generate(model, 2, generator=torch.Generator().manual_seed(0),
+                             **{k: v for k, v in s.items() if k != "sampler"})
+            assert x.shape == (2, 2) and torch.isfinite(x).all()
+        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
+            assert (spec is None) == (kind == "images")  # the grid integral is only feasible in 2-D
+            if spec is not None:
+                assert isinstance(spec["n"], int) and spec["n"] > 0
+                inspect.signature(ebm.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
+    target = getattr(model, B["network"]) if B["network"] else model
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

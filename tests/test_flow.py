@@ -1,5 +1,6 @@
 """flow.py: invertibility, log-determinants against autograd Jacobians, a density that integrates to 1, ActNorm's
 data init, the LU 1x1 convolution, dequantization, and every command (tiny budgets) plus bad input."""
+import inspect
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import data
 import flow
 from conftest import assert_one_line_error, run_cli
 
@@ -146,16 +148,76 @@ def test_every_command(tmp_path, capsys, data_name):
     assert code == 0, err
     ck = tmp_path / "r" / "ckpt.pt"
     assert (tmp_path / "r" / "samples.png").exists()
-    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 5, "--temperature", 0.7, "--out", tmp_path / "s.npz")
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 5, "--temperature", 0.7, "--out", tmp_path / "s.npz",
+                         "--device", "cpu")
     assert code == 0, err
     x = np.load(tmp_path / "s.npz")["x"]
     assert x.shape == ((5, 2) if data_name != "mnist5k" else (5, 1, 28, 28)) and np.isfinite(x).all()
+    model = flow.load(ck)
+    x_gen = flow.generate(model, 5, generator=torch.Generator().manual_seed(0), temperature=0.7)  # --seed 0
+    assert np.array_equal(x_gen.numpy(), x)
+    if data_name == "mnist5k":  # images: y in [0, 1] -> data space 2y - 1
+        y = model.sample(5, 0.7, torch.Generator().manual_seed(0))
+        assert torch.equal(x_gen, (2 * y - 1).clamp(-1, 1)) and x.min() >= -1 and x.max() <= 1
     code, out, err = cli(capsys, "sample", "--ckpt", ck, "--out", tmp_path / "s.png")
     assert code == 0 and (tmp_path / "s.png").stat().st_size > 0, err
     code, out, err = cli(capsys, "nll", "--ckpt", ck, "--n", 16)
     assert code == 0 and ("bits/dim" if data_name == "mnist5k" else "nats") in out, err
     res = flow.nll(ckpt=str(ck), n=16)
     assert math.isfinite(res.get("nll_bpd", res.get("nll_nats")))
+    r = flow.likelihood(model, data.load(data_name, "test").x[:16], seed=0)
+    key = "nll_bpd" if data_name == "mnist5k" else "nll_nats"
+    assert r["kind"] == "exact" and {"nll_bpd", "nll_nats"} & set(r) == {key}
+    assert res[key] == r[key] and f"NLL {r[key]:.4f} " in out
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@pytest.fixture(scope="module")
+def moons_ckpt(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENMODELS_QUIET", "1")
+        return flow.train(data="moons", steps=3, hidden=4, blocks=1, batch_size=8, device="cpu",
+                          out=str(tmp_path_factory.mktemp("flow") / "r"))
+
+
+def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys):
+    model = flow.load(moons_ckpt)
+    x = flow.generate(model, 7, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    # batch: the same draws (only the network's float rounding may depend on the batch size)
+    assert torch.allclose(x, flow.generate(model, 7, generator=torch.Generator().manual_seed(3), batch=3), atol=1e-5)
+    assert torch.equal(x, model.sample(7, 1.0, torch.Generator().manual_seed(3)))  # points: raw coordinates
+    assert not torch.equal(x, flow.generate(model, 7, generator=torch.Generator().manual_seed(4)))
+    code, out, err = cli(capsys, "sample", "--ckpt", moons_ckpt, "--n", 7, "--seed", 3, "--out", tmp_path / "s.npz",
+                         "--device", "cpu")
+    assert code == 0 and np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy()), err
+    code, out, err = cli(capsys, "sample", "--ckpt", moons_ckpt, "--n", 3)  # default --out: next to the checkpoint
+    assert code == 0 and (moons_ckpt.parent / "sample.png").stat().st_size > 0, err
+    with pytest.raises(ValueError, match="unconditional"):
+        flow.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_bench_schema(moons_ckpt):
+    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
+    tiny model), likelihood settings that likelihood accepts, and a network that resolves on a loaded model."""
+    B, model = flow.BENCH, flow.load(moons_ckpt)
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch"}
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(flow.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind]:
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            x = flow.generate(model, 2, generator=torch.Generator().manual_seed(0),
+                              **{k: v for k, v in s.items() if k != "sampler"})
+            assert x.shape == (2, 2) and torch.isfinite(x).all()
+        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
+            assert isinstance(spec["n"], int) and spec["n"] > 0
+            inspect.signature(flow.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
+    target = getattr(model, B["network"]) if B["network"] else model
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """gan.py: loss identities at known logits, the gradient penalty, R1, spectral norm, shapes, resume, CLI smoke runs."""
+import inspect
 import json
 import math
 
@@ -221,13 +222,15 @@ def test_cli_mnist5k(tmp_path):
                    "--device", "cpu", "--out", run)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run / "samples.png").exists()
-    proc = run_cli("gan.py", "sample", "--ckpt", run / "ckpt.pt", "--n", "5", "--out", tmp_path / "s.npz")
+    proc = run_cli("gan.py", "sample", "--ckpt", run / "ckpt.pt", "--n", "5", "--out", tmp_path / "s.npz",
+                   "--device", "cpu")
     assert proc.returncode == 0, proc.stderr[-2000:]
     x = np.load(tmp_path / "s.npz")["x"]
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1  # same space as the data
     assert "classes" in proc.stdout  # digit diversity by fid.classify
     G = gan.load(run / "ckpt.pt")
     assert not G.training and G(torch.randn(2, 8)).shape == (2, 1, 28, 28)
+    assert np.array_equal(gan.generate(G, 5, generator=torch.Generator().manual_seed(0)).numpy(), x)  # --seed 0
 
 
 @pytest.mark.parametrize("args", [
@@ -242,3 +245,50 @@ def test_cli_mnist5k(tmp_path):
 def test_bad_input_is_one_line(args, tmp_path):
     assert_one_line_error(run_cli("gan.py", *args, "--out", tmp_path / "x" if args[0] == "train" else
                                   tmp_path / "x.png"))
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@pytest.fixture(scope="module")
+def ring_ckpt(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENMODELS_QUIET", "1")
+        return gan.train(data="ring8", steps=3, batch_size=16, width=8, depth=1, z_dim=4, device="cpu", eval_every=0,
+                         out=str(tmp_path_factory.mktemp("gan") / "r"))
+
+
+def test_generate_is_what_the_sample_command_writes(ring_ckpt, tmp_path, capsys):
+    G = gan.load(ring_ckpt)
+    x = gan.generate(G, 7, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    assert torch.equal(x, gan.generate(G, 7, generator=torch.Generator().manual_seed(3)))  # seeded: reproducible
+    assert not torch.equal(x, gan.generate(G, 7, generator=torch.Generator().manual_seed(4)))
+    z = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(x, G(z).detach())  # x = G(z), z ~ N(0, I)
+    gan.app(["sample", "--ckpt", str(ring_ckpt), "--n", "7", "--seed", "3", "--out", str(tmp_path / "s.npz"),
+             "--device", "cpu"])
+    assert np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy())
+    gan.app(["sample", "--ckpt", str(ring_ckpt), "--n", "3", "--device", "cpu"])  # default --out: by the checkpoint
+    assert (ring_ckpt.parent / "sample.png").stat().st_size > 0 and "modes covered" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unconditional"):
+        gan.generate(G, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_bench_schema(ring_ckpt):
+    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
+    tiny model), no likelihood, and a network that resolves on a loaded model."""
+    B, G = gan.BENCH, gan.load(ring_ckpt)
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch"}
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(gan, "likelihood")
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(gan.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind]:
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            x = gan.generate(G, 2, generator=torch.Generator().manual_seed(0),
+                             **{k: v for k, v in s.items() if k != "sampler"})
+            assert x.shape == (2, 2) and torch.isfinite(x).all()
+    target = getattr(G, B["network"]) if B["network"] else G
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

@@ -1,5 +1,6 @@
 """score.py: the DSM target and loss against analytic Gaussian scores, annealed Langevin on an exact mixture score,
 Tweedie's formula, and the commands (smoke runs, exact resume, one-line errors)."""
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -199,6 +200,8 @@ def test_images_train_sample_and_load(tmp_path):
                  seed=0, device="cpu")
     x = np.load(tmp_path / "m.npz")["x"]
     assert x.shape == (3, 1, 28, 28) and np.isfinite(x).all()
+    x_gen = score.generate(model, 3, generator=torch.Generator().manual_seed(0), steps_per_level=1)  # --seed 0
+    assert np.array_equal(x_gen.numpy(), x)
 
 
 def test_points_sigma_max_follows_the_data_and_resume_is_exact(tmp_path):
@@ -232,3 +235,54 @@ def test_bad_input_fails_with_one_line(tmp_path, capsys):
     assert_one_line_error(cli(capsys, "sample", "--ckpt", bad))
     assert_one_line_error(cli(capsys, "sample", "--ckpt", bad, "--out", tmp_path / "x.jpg"))
     assert_one_line_error(cli(capsys, "sample", "--ckpt", bad, "--n", "0"))
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@pytest.fixture(scope="module")
+def moons_ckpt(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENMODELS_QUIET", "1")
+        return score.train(data="moons", steps=3, hidden=8, levels=3, steps_per_level=2, batch_size=16, device="cpu",
+                           out=str(tmp_path_factory.mktemp("score") / "r"))
+
+
+def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path):
+    model = score.load(moons_ckpt)
+    x = score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2)
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    assert torch.equal(x, score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2))
+    assert not torch.equal(x, score.generate(model, 7, generator=torch.Generator().manual_seed(4), steps_per_level=2))
+    g = torch.Generator().manual_seed(3)  # by hand: x_0 uniform on [-1, 1]^2, Algorithm 1, Tweedie, data space
+    x_0 = torch.rand(7, 2, generator=g) * 2 - 1
+    x_L = score.annealed_langevin(model, x_0, model.sigmas, 2, 2e-5, generator=g)
+    assert torch.equal(x, model.denormalize(score.tweedie_denoise(model, x_L, float(model.sigmas[-1]))))
+    raw = score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2, denoise=False)
+    assert torch.equal(raw, model.denormalize(x_L))
+    score.app(["sample", "--ckpt", str(moons_ckpt), "--n", "7", "--steps-per-level", "2", "--seed", "3",
+               "--out", str(tmp_path / "s.npz"), "--device", "cpu"])
+    assert np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy())
+    score.app(["sample", "--ckpt", str(moons_ckpt), "--n", "3", "--steps-per-level", "1"])  # default --out
+    assert (moons_ckpt.parent / "sample.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unconditional"):
+        score.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_bench_schema(moons_ckpt):
+    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
+    tiny model), no likelihood, and a network that resolves on a loaded model."""
+    B, model = score.BENCH, score.load(moons_ckpt)
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch"}
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(score, "likelihood")
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(score.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind]:
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            x = score.generate(model, 2, generator=torch.Generator().manual_seed(0),
+                               **{k: v for k, v in s.items() if k != "sampler"})
+            assert x.shape == (2, 2) and torch.isfinite(x).all()
+    target = getattr(model, B["network"]) if B["network"] else model
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

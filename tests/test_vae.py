@@ -1,5 +1,6 @@
 """vae.py: the bounds (ELBO <= IWAE_k <= log p(x), with log p(x) by quadrature over a 1-D latent), the closed-form KL,
 the discretized logistic, active units, and every command (tiny budgets) plus bad input."""
+import inspect
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import data
 import flow
 import vae
 from conftest import assert_one_line_error, run_cli
@@ -157,15 +159,83 @@ def test_every_command_on_mnist5k(tmp_path, capsys, likelihood):
     ck = tmp_path / "r" / "ckpt.pt"
     log = (tmp_path / "r" / "metrics.jsonl").read_text()
     assert '"active_units"' in log and '"kl"' in log
-    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 4, "--out", tmp_path / "s.npz")
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 4, "--out", tmp_path / "s.npz", "--device", "cpu")
     x = np.load(tmp_path / "s.npz")["x"]
     assert code == 0 and x.shape == (4, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    model = vae.load(ck)
+    assert np.array_equal(vae.generate(model, 4, generator=torch.Generator().manual_seed(0)).numpy(), x)  # --seed 0
     for cmd in ["reconstruct", "interpolate"]:
         code, out, err = cli(capsys, cmd, "--ckpt", ck, "--out", tmp_path / f"{cmd}.png")
         assert code == 0 and (tmp_path / f"{cmd}.png").exists(), err
     code, out, err = cli(capsys, "nll", "--ckpt", ck, "--k", 3, "--n", 4)
     assert code == 0, err
     assert ("bits/dim (" in out) == (likelihood == "logistic") and ("NOT comparable" in out) == (likelihood == "bernoulli")
+    r = vae.likelihood(model, data.load("mnist5k", "test").x[:4], k=3, seed=0)
+    key = "nll_bpd" if likelihood == "logistic" else "nll_nats"  # Bernoulli: nats of binarized digits, never bits/dim
+    assert r["kind"] == "bound" and {"nll_bpd", "nll_nats"} & set(r) == {key}
+    assert f"NLL {r[key]:.4f} " in out and vae.nll(ckpt=str(ck), k=3, n=4)[key] == r[key]
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@pytest.fixture(scope="module")
+def moons_ckpt(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENMODELS_QUIET", "1")
+        return vae.train(data="moons", steps=3, hidden=8, latent_dim=2, batch_size=16, device="cpu",
+                         out=str(tmp_path_factory.mktemp("vae") / "r"))
+
+
+def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys):
+    model = vae.load(moons_ckpt)
+    x = vae.generate(model, 7, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    assert torch.equal(x, vae.generate(model, 7, generator=torch.Generator().manual_seed(3)))  # seeded: reproducible
+    # batch: the same draws (only the network's float rounding may depend on the batch size)
+    assert torch.allclose(x, vae.generate(model, 7, generator=torch.Generator().manual_seed(3), batch=2), atol=1e-5)
+    assert not torch.equal(x, vae.generate(model, 7, generator=torch.Generator().manual_seed(4)))
+    code, out, err = cli(capsys, "sample", "--ckpt", moons_ckpt, "--n", 7, "--seed", 3, "--out", tmp_path / "s.npz",
+                         "--device", "cpu")
+    assert code == 0 and np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy()), err
+    z = torch.randn(7, 2, generator=torch.Generator().manual_seed(3))  # --mean: E[x|z] of the same z
+    assert torch.equal(vae.generate(model, 7, generator=torch.Generator().manual_seed(3), mean=True), model.mean(z))
+    code, out, err = cli(capsys, "sample", "--ckpt", moons_ckpt, "--n", 3)  # default --out: next to the checkpoint
+    assert code == 0 and (moons_ckpt.parent / "sample.png").stat().st_size > 0, err
+    with pytest.raises(ValueError, match="unconditional"):
+        vae.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):
+    model = vae.load(moons_ckpt)
+    r = vae.likelihood(model, data.load("moons", "test").x[:20], k=5, seed=0)
+    assert r["kind"] == "bound" and "nll_nats" in r and "nll_bpd" not in r and math.isfinite(r["nll_nats"])
+    assert r["nll_nats"] <= -r["elbo_nats"] + 5  # loose: IWAE-5 against a one-sample ELBO on 20 points
+    code, out, err = cli(capsys, "nll", "--ckpt", moons_ckpt, "--k", 5, "--n", 20)
+    assert code == 0 and f"IWAE-5 NLL {r['nll_nats']:.4f} nats" in out, err
+    res = vae.nll(ckpt=str(moons_ckpt), k=5, n=20)
+    assert res["nll_nats"] == r["nll_nats"] and res["elbo_nats"] == r["elbo_nats"]
+
+
+def test_bench_schema(moons_ckpt):
+    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
+    tiny model), likelihood settings that likelihood accepts, and a network that resolves on a loaded model."""
+    B, model = vae.BENCH, vae.load(moons_ckpt)
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch"}
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(vae.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind]:
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            x = vae.generate(model, 2, generator=torch.Generator().manual_seed(0),
+                             **{k: v for k, v in s.items() if k != "sampler"})
+            assert x.shape == (2, 2) and torch.isfinite(x).all()
+        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
+            assert isinstance(spec["n"], int) and spec["n"] > 0
+            inspect.signature(vae.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
+    target = getattr(model, B["network"]) if B["network"] else model
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
