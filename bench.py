@@ -22,10 +22,13 @@ measurement: a short probe run gives the seconds per step (from the run's metric
 plan is cached in <runs>/plan.json, so that later runs ask for the same steps and reuse the checkpoints under <runs>
 whose saved config matches (otherwise they train again).
 
-Interfaces used (DESIGN.md's stable surface): `<model>.train(**options) -> checkpoint path`, `<model>.load(path)`,
-`<model>.nll(...)` (each file's own likelihood protocol), the sampler functions `ddpm.sample`, `ebm.langevin`,
-`score.annealed_langevin`, `VAE.sample`, `Flow.sample`, and fid.py's metrics. A family whose file is missing or does
-not import is reported as "not available"; one whose training or sampling fails is reported as "failed: ...".
+Interfaces used (DESIGN.md's stable surface; bench holds no per-family code): each name in MODELS is a model file
+with `train(**options) -> checkpoint path`, `load(path)`, `generate(model, n, *, generator, y, **settings)` (samples in
+data space), `likelihood(model, x, **settings)` where the family has one, and a `BENCH` dict (data: the train options
+per data kind and under --quick, the sampler settings, the likelihood settings, the network whose calls are counted,
+the lesson's claim; "samplers" / "guidance" settings put a family in those suites), plus fid.py's metrics. A family
+whose file is missing, does not import or lacks the surface is reported as "not available"; one whose training or
+sampling fails is reported as "failed: ...". Adding a family is a file with the surface plus its name in MODELS.
 
 Commands:
     python bench.py                                  # toy suite, 3 seeds, 12 s per model (13 min on 2 CPU cores)
@@ -49,9 +52,10 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -100,22 +104,58 @@ def count_rows(target):
 
 
 # ----------------------------------------------------------------------------------------------------- the families
+# Every model file bench measures, in the order of the tables. Adding a family = a file with the surface below + its
+# name here. bench holds no per-family code: what to train, how to sample and score comes from the file's BENCH dict.
+MODELS = ("vae", "gan", "flow", "ebm", "score", "ddpm", "cfg")
+SURFACE = ("train", "load", "generate", "BENCH")  # likelihood(model, x, **settings) where the family has one
+
+
 @dataclass
 class Family:
-    """How bench trains, samples and scores one model file. `options(kind, quick)` -> train kwargs (besides data,
-    steps, seed, out, device); `settings(kind, quick)` -> sampler settings (dicts with a "sampler" label);
-    `sample(mod, model, n, setting, g)` -> samples in data space; `counted(model)` -> what one network call is;
-    `nll(mod, ckpt, kind, quick)` -> {"nll_nats" or "nll_bpd": value} or None."""
+    """A model file seen through its surface: `train(**options)` -> checkpoint, `load(path)`, `generate(model, n, *,
+    generator, y, **settings)` -> samples in data space, `likelihood(model, x, **settings)` and the BENCH dict (train
+    options per data kind and under --quick, sampler settings, likelihood settings, the network to count, the claim)."""
 
     name: str
-    module: str
-    options: Callable[[str, bool], dict]
-    settings: Callable[[str, bool], list]
-    sample: Callable
-    counted: Callable
-    nll: Callable | None = None
-    kinds: tuple = ("points", "images")
-    lesson: str = ""
+    mod: Any
+
+    @property
+    def spec(self) -> dict:
+        return self.mod.BENCH
+
+    @property
+    def kinds(self) -> tuple:
+        return tuple(self.spec.get("kinds", ("points", "images")))
+
+    def options(self, kind: str, quick: bool) -> dict:
+        return dict(self.spec["quick" if quick else "options"].get(kind) or {})
+
+    def settings(self, kind: str, quick: bool, key: str = "settings") -> list[dict]:
+        chosen = self.spec.get(f"quick_{key}") if quick else None
+        chosen = chosen if chosen is not None else self.spec.get(key)
+        chosen = chosen.get(kind, []) if isinstance(chosen, dict) else chosen
+        return [dict(s) for s in chosen or []]
+
+    def likelihood_settings(self, kind: str, quick: bool) -> dict | None:
+        chosen = (self.spec.get("quick_likelihood") if quick else None) or self.spec.get("likelihood") or {}
+        return dict(chosen[kind]) if hasattr(self.mod, "likelihood") and chosen.get(kind) is not None else None
+
+    def network(self, model):
+        """What one network evaluation is: a submodule (counted by a forward pre-hook) or (model, method name)."""
+        name = self.spec.get("network", "")
+        target = getattr(model, name) if name else model
+        return target if isinstance(target, torch.nn.Module) else (model, name)
+
+    def generate(self, model, n: int, setting: dict, g: torch.Generator, y: torch.Tensor | None = None):
+        """n samples in batches of BENCH["batch"], one generator running through; setting minus its label."""
+        kw = {k: v for k, v in setting.items() if k != "sampler"}
+        batch = int(self.spec.get("batch") or n)
+        out = []
+        for i in range(0, n, batch):
+            yb = None if y is None else y[i:i + batch]
+            out.append(self.mod.generate(model, min(batch, n - i), generator=g, **({"y": yb} if yb is not None else {}),
+                                         **kw).float().cpu())
+        return torch.cat(out)
 
 
 def _quiet(fn, *args, **kwargs):
@@ -124,163 +164,33 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-# ddpm: eps_theta through ddpm.sample; one network call per step
-def _ddpm_sample(mod, model, n, s, g):
-    x_T = torch.randn(n, *model.shape, generator=g)
-    images = len(model.shape) == 3
-    x0 = mod.sample(model.eps, model.alpha_bar64, x_T, s["method"], s["steps"], s.get("eta", 0.0), g,
-                    x0_clip=1.0 if images else None)
-    return model.denormalize(x0)
-
-
-def _ddpm_nll(mod, ckpt, kind, quick):
-    value = _quiet(mod.nll, ckpt=str(ckpt), split="test", n=200 if quick else 1000 if kind == "points" else 100,
-                   n_t=50 if quick else 0 if kind == "points" else 50, device="cpu", seed=0)
-    return {"nll_nats" if kind == "points" else "nll_bpd": float(value)}
-
-
-def _ddpm_settings(kind, quick):
-    if kind == "points":
-        T = 100 if quick else 1000  # quick: fewer ancestral steps
-        return [dict(sampler=f"ddpm-{T}", method="ddpm", steps=T), dict(sampler="dpm++2m-20", method="dpm++2m", steps=20)]
-    return [dict(sampler=f"dpm++2m-{10 if quick else 20}", method="dpm++2m", steps=10 if quick else 20)]
-
-
-def _ddpm_options(kind, quick):
-    if kind == "points":
-        return dict(hidden=64, depth=2) if quick else {}
-    return dict(ch=8, ch_mult="1,2", attn=False, warmup=10) if quick else {}
-
-
-# vae: ancestral sampling z ~ p(z), x ~ p(x|z) (images: the decoder mean); one decoder call
-def _vae_sample(mod, model, n, s, g):
-    return model.sample(n, generator=g)
-
-
-def _vae_nll(mod, ckpt, kind, quick):
-    res = _quiet(mod.nll, ckpt=str(ckpt), k=50 if quick else 1000 if kind == "points" else 100,
-                 n=200 if quick else 1000 if kind == "points" else 200, seed=0, device="cpu")
-    key = "nll_nats" if kind == "points" else "nll_bpd"
-    return {key: float(res[key])} if key in res else None
-
-
-def _vae_options(kind, quick):
-    o = dict(hidden=16, latent_dim=4) if quick else {}
-    return o if kind == "points" else dict(o, likelihood="logistic")  # bits/dim comparable with the flow's
-
-
-# flow: x = f^-1(z); one inverse pass
-def _flow_sample(mod, model, n, s, g):
-    x = model.sample(n, s.get("temperature", 1.0), generator=g)
-    return (2 * x - 1).clamp(-1, 1) if getattr(model, "images", False) else x  # images: y in [0, 1] -> data space
-
-
-def _flow_nll(mod, ckpt, kind, quick):
-    res = _quiet(mod.nll, ckpt=str(ckpt), n=200 if quick else 1000, seed=0, device="cpu")
-    key = "nll_nats" if kind == "points" else "nll_bpd"
-    return {key: float(res[key])} if key in res else None
-
-
-# gan: x = G(z); one generator call
-def _gan_sample(mod, G, n, s, g):
-    return torch.cat([G(torch.randn(min(1000, n - i), G.z_dim, generator=g)) for i in range(0, n, 1000)])
-
-
-def _gan_options(kind, quick):
-    o = dict(eval_every=0)  # no mode-coverage evaluation inside the timed loop
-    if kind == "points":
-        return dict(o, width=32, depth=2, z_dim=8) if quick else o
-    return dict(o, channels=8) if quick else o
-
-
-# ebm: Langevin chains from noise through ebm.langevin; one energy gradient (forward + backward) per step
-def _ebm_sample(mod, model, n, s, g):
-    cfg = model.config
-    step, noise, clamp = mod.chain_settings(cfg)
-    x = mod.langevin(model, model.noise(n, g), s["steps"], step, noise, g, clamp)
-    return model.denormalize(x)
-
-
-def _ebm_nll(mod, ckpt, kind, quick):
-    if kind != "points":
-        return None  # the grid integral of exp(-E) is only feasible in 2-D
-    return {"nll_nats": float(_quiet(mod.nll, ckpt=str(ckpt), split="test", box=4.0, grid=200 if quick else 1000))}
-
-
-def _ebm_options(kind, quick):
-    if kind == "points":
-        return dict(hidden=16, langevin_steps=5, sample_steps=5) if quick else dict(sample_steps=100)
-    return dict(ch=4, langevin_steps=5, sample_steps=5) if quick else dict(sample_steps=50)
-
-
-# score: annealed Langevin dynamics (Song & Ermon Algorithm 1) + Tweedie denoising; one network call per step
-def _score_sample(mod, model, n, s, g):
-    x = torch.rand((n, *model.shape), generator=g) * 2 - 1  # x_0 uniform, as NCSN
-    x = mod.annealed_langevin(model, x, model.sigmas, s["steps_per_level"], s.get("eps", 2e-5), generator=g)
-    sigma_L = float(model.sigmas[-1])
-    x = x + sigma_L ** 2 * model(x, torch.full((n,), sigma_L))  # Tweedie: E[x | x~] = x~ + sigma^2 s(x~, sigma)
-    return model.denormalize(x)
-
-
-def _score_options(kind, quick):
-    if kind == "points":
-        return dict(hidden=16, steps_per_level=2) if quick else dict(steps_per_level=20)
-    return dict(ch=8, steps_per_level=2) if quick else dict(steps_per_level=5)
-
-
-# cfg: class-conditional DDPM, labels drawn uniformly, guided eps through ddpm.sample; the network runs on the
-# doubled batch [x, x] with labels [y, null], so each step costs 2 network calls per sample
-def _cfg_sample(mod, model, n, s, g):
-    import ddpm
-
-    y = torch.randint(model.num_classes, (n,), generator=g)
-    x_T = torch.randn(n, *model.shape, generator=g)
-    images = len(model.shape) == 3
-    x0 = ddpm.sample(mod.guided_eps(model, y, s["guidance"]), model.alpha_bar64, x_T, "dpm++2m", s["steps"], 0.0, g,
-                     x0_clip=1.0 if images else None)
-    return model.denormalize(x0)
-
-
-def _batched(fn, batch):
-    """Sample in batches of `batch` (images), with one generator running through."""
-    def run(mod, model, n, s, g):
-        return torch.cat([fn(mod, model, min(batch, n - i), s, g) for i in range(0, n, batch)])
-    return run
-
-
-FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("vae", "vae", _vae_options, lambda k, q: [dict(sampler="decoder")], _vae_sample,
-           lambda m: m.decoder, _vae_nll, lesson="good likelihood, blurry samples"),
-    Family("gan", "gan", _gan_options, lambda k, q: [dict(sampler="G(z)")], _gan_sample, lambda G: G,
-           lesson="sharp samples, unstable training, mode collapse"),
-    Family("flow", "flow", lambda k, q: (dict(hidden=16, blocks=2) if k == "points" else dict(hidden=8, blocks=1))
-           if q else {}, lambda k, q: [dict(sampler="f^-1(z)")], _flow_sample, lambda m: (m, "inverse"), _flow_nll,
-           lesson="exact likelihood, slowish"),
-    Family("ebm", "ebm", _ebm_options,
-           lambda k, q: [dict(sampler=f"langevin-{s}", steps=s) for s in ([20] if q else [500] if k == "points" else [100])],
-           _batched(_ebm_sample, 500), lambda m: m, _ebm_nll, lesson="slow sampling"),
-    Family("score", "score", _score_options,
-           lambda k, q: [dict(sampler=f"ald-{10 * s}", steps_per_level=s) for s in ([2] if q else [100] if k == "points" else [5])],
-           _batched(_score_sample, 500), lambda m: m, lesson="high quality, slow sampling (no likelihood)"),
-    Family("ddpm", "ddpm", _ddpm_options, _ddpm_settings, _batched(_ddpm_sample, 1000), lambda m: m.net, _ddpm_nll,
-           lesson="high quality, slow sampling"),
-    Family("cfg", "cfg", _ddpm_options,
-           lambda k, q: [dict(sampler=f"dpm++2m-20 s={g:g}", guidance=g, steps=20) for g in (1.0, 3.0)],
-           _batched(_cfg_sample, 500), lambda m: m.net, lesson="guidance trades diversity for quality"),
-]}
-GUIDANCE_SCALES = "0,1,2,3,5"
-
-
-def import_family(fam: Family):
-    """(module, None) or (None, reason): a missing file or one that fails to import is 'not available'."""
+def import_family(name: str) -> tuple[Family | None, str | None]:
+    """(Family, None) or (None, reason): a missing file, one that fails to import or lacks the surface is 'not
+    available'."""
     try:
-        mod = importlib.import_module(fam.module)
+        mod = importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 (an unfinished file may fail in any way)
         return None, f"not available ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})"
-    missing = [a for a in ("train", "load") if not hasattr(mod, a)]
+    missing = [a for a in SURFACE if not hasattr(mod, a)]
     if missing:
-        return None, f"not available ({fam.module}.py lacks {', '.join(missing)})"
-    return mod, None
+        return None, f"not available ({name}.py lacks {', '.join(missing)})"
+    return Family(name, mod), None
+
+
+def likelihood_row(fam: Family, model, data: str, kind: str, quick: bool) -> dict | None:
+    """The family's likelihood on a fixed random subset of the test split (seed 0, the first n of one permutation):
+    {"nll_nats" | "nll_bpd": value} (+ "nll_mass_outside_nats", the grid likelihood's box check), or None."""
+    spec = fam.likelihood_settings(kind, quick)
+    if spec is None:
+        return None
+    ds = datasets.load(data, "test")
+    n = spec.pop("n", 0) or len(ds)
+    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+    r = _quiet(fam.mod.likelihood, model, x, **spec)
+    out = {k: float(r[k]) for k in ("nll_nats", "nll_bpd") if r.get(k) is not None}
+    if r.get("mass_outside_nats") is not None:
+        out["nll_mass_outside_nats"] = float(r["mass_outside_nats"])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- budgeted training
@@ -329,16 +239,16 @@ class Runs:
         self.plan_path = self.root / "plan.json"
         self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
 
-    def steps_for(self, fam: Family, mod, data: str, opts: dict, budget: float) -> dict:
+    def steps_for(self, fam: Family, data: str, opts: dict, budget: float) -> dict:
         """Steps that fit `budget` seconds of training loop: probe a few steps, measure seconds per step."""
-        code = _file_sha1(mod.__file__)  # a changed model file is re-timed
+        code = _file_sha1(fam.mod.__file__)  # a changed model file is re-timed
         key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads(), code], sort_keys=True)
         if key in self.plan:
             return self.plan[key]
         probe = 6 if self.quick else 30
         out = self.root / "_probe" / f"{fam.name}-{data}"
         shutil.rmtree(out, ignore_errors=True)
-        _quiet(mod.train, data=data, steps=probe, seed=0, out=str(out), device=self.device, **opts)
+        _quiet(fam.mod.train, data=data, steps=probe, seed=0, out=str(out), device=self.device, **opts)
         log = _log_seconds(out)
         if len(log) >= 2 and log[-1][0] > log[0][0]:
             per_step = (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # leaves out the first (warm-up) step
@@ -354,7 +264,7 @@ class Runs:
         shutil.rmtree(out, ignore_errors=True)
         return self.plan[key]
 
-    def checkpoint(self, fam: Family, mod, data: str, opts: dict, steps: int, seed: int) -> tuple[Path, dict]:
+    def checkpoint(self, fam: Family, data: str, opts: dict, steps: int, seed: int) -> tuple[Path, dict]:
         """A checkpoint trained with exactly these options: reused when its saved config matches, else trained."""
         kw = dict(data=data, steps=steps, seed=seed, **opts)
         out = self.root / data / f"{fam.name}-s{seed}-{_key(kw)}"
@@ -362,7 +272,7 @@ class Runs:
         if ckpt.exists() and side.exists():
             try:
                 ck = training.load_checkpoint(ckpt)
-                want = dict(self.defaults(mod), **kw)  # every option of the file's current train(), not only ours
+                want = dict(self.defaults(fam.mod), **kw)  # every option of the file's current train(), not only ours
                 same = all(k in ck["config"] and ck["config"][k] == v for k, v in want.items()) and \
                     ck.get("step") == steps
             except training.UserError:
@@ -371,7 +281,7 @@ class Runs:
                 return ckpt, dict(json.loads(side.read_text()), reused=True)
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        path = Path(_quiet(mod.train, out=str(out), device=self.device, **kw))
+        path = Path(_quiet(fam.mod.train, out=str(out), device=self.device, **kw))
         wall = time.perf_counter() - t0
         log = _log_seconds(out)
         info = {"train_seconds": log[-1][1] if log else wall, "train_wall_seconds": wall, "steps": steps}
@@ -421,10 +331,10 @@ def score_samples(x: torch.Tensor, ref: Reference) -> dict:
         return {"note": f"{int((~torch.isfinite(x)).sum())} non-finite sample values: no metrics"}
     if ref.kind == "images":  # the data range; a sampler may overshoot it (score.py's Langevin chains do)
         x = x.clamp(-1, 1)
-    with contextlib.redirect_stderr(io.StringIO()), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore")
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         f = fid.features(x, "points" if ref.kind == "points" else "mnist")
-        out = {"fid": fid.fid(ref.feats, f), "kid": fid.kid(ref.feats, f, subsets=20)["mean"]}
+        out = {"fid": fid.fid(ref.feats, f), "kid": fid.kid(ref.feats, f, subsets=20)["mean"]}  # (mean only)
         out.update(fid.precision_recall(ref.feats, f, k=3))
         if ref.modes is not None:
             out.update(fid.mode_coverage(x, *ref.modes))
@@ -435,20 +345,31 @@ def score_samples(x: torch.Tensor, ref: Reference) -> dict:
     return out
 
 
-def timed_sample(fam: Family, mod, model, n: int, setting: dict, seed: int) -> tuple[torch.Tensor, float, float]:
+def timed_sample(fam: Family, model, n: int, setting: dict, seed: int, y=None) -> tuple[torch.Tensor, float, float]:
     """(samples, NFE per sample counted through the network, ms per sample)."""
     g = torch.Generator().manual_seed(10_000 + seed)
-    with count_rows(fam.counted(model)) as box:
+    with count_rows(fam.network(model)) as box:
         t0 = time.perf_counter()
         with torch.no_grad():
-            x = fam.sample(mod, model, n, setting, g)
+            x = fam.generate(model, n, setting, g, y)
         ms = (time.perf_counter() - t0) * 1000 / n
     return x.detach().float().cpu(), box["rows"] / n, ms
 
 
+def label_accuracy(x: torch.Tensor, y: torch.Tensor, data: str) -> float:
+    """How often a sample is of the class it was asked for: fid.py's MNIST classifier on images, the majority label of
+    the 10 nearest training points on 2-D points."""
+    x = x.float().cpu()
+    if x.dim() > 2:
+        return float((fid.classify(x.clamp(-1, 1)).argmax(1) == y).float().mean())
+    train = datasets.load(data, "train")
+    nearest = torch.cdist(x, train.x).topk(10, largest=False).indices  # [n, 10]
+    return float((train.y[nearest].mode(1).values == y).float().mean())
+
+
 # ----------------------------------------------------------------------------------------------------- suites
 METRICS = ("fid", "kid", "precision", "recall", "modes", "hq", "is", "classes", "nll_nats", "nll_bpd",
-           "nfe", "ms_per_sample", "train_seconds", "steps")
+           "nll_mass_outside_nats", "nfe", "ms_per_sample", "train_seconds", "steps")
 
 
 def aggregate(per_seed: list[dict]) -> dict:
@@ -465,45 +386,48 @@ def aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
-def bench_family(fam: Family, data: str, ref: Reference, runs: Runs, cfg: dict, log) -> list[dict]:
+def not_run(base: dict, status: str) -> list[dict]:
+    return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=status)]
+
+
+def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, log) -> list[dict]:
     """Train (or reuse) one family on one data set for every seed; one row per sampler setting."""
-    base = dict(suite=cfg["suite"], model=fam.name, data=data, budget_s=cfg["budget"], seeds=cfg["seeds"])
-    mod, why = import_family(fam)
-    if mod is None:
-        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=why)]
+    base = dict(suite=cfg["suite"], model=name, data=data, budget_s=cfg["budget"], seeds=cfg["seeds"])
+    fam, why = import_family(name)
+    if fam is None:
+        return not_run(base, why)
     kind = ref.kind
     if kind not in fam.kinds:
-        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status="not applicable")]
+        return not_run(base, "not applicable")
     opts = fam.options(kind, cfg["quick"])
     settings = fam.settings(kind, cfg["quick"])
     try:
-        plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
+        plan = runs.steps_for(fam, data, opts, cfg["budget"])
     except BaseException as e:  # noqa: BLE001 (a failing file must not stop the bench)
         if isinstance(e, KeyboardInterrupt):
             raise
-        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None,
-                     status=f"failed: probe run: {type(e).__name__}: {str(e)[:160]}")]
+        return not_run(base, f"failed: probe run: {type(e).__name__}: {str(e)[:160]}")
     per = {s["sampler"]: [] for s in settings}
     failures = []
     for seed in range(cfg["seeds"]):
         try:
-            ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], seed)
-            log(f"  {fam.name} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
+            ckpt, info = runs.checkpoint(fam, data, opts, plan["steps"], seed)
+            log(f"  {name} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
                 f"({plan['steps']} steps, {info['train_seconds']:.1f}s)")
-            model = mod.load(str(ckpt))
-            likelihood = fam.nll(mod, ckpt, kind, cfg["quick"]) if fam.nll else None
+            model = fam.mod.load(str(ckpt))
+            likelihood = likelihood_row(fam, model, data, kind, cfg["quick"])
             for i, s in enumerate(settings):
-                x, nfe, ms = timed_sample(fam, mod, model, cfg["n"], s, seed)
+                x, nfe, ms = timed_sample(fam, model, cfg["n"], s, seed)
                 r = dict(score_samples(x, ref), nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
                          steps=plan["steps"], **(likelihood or {}))
                 per[s["sampler"]].append(r)
                 if seed == 0 and i == 0:
-                    runs.cache_samples(data, fam.name, x)
+                    runs.cache_samples(data, name, x)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, KeyboardInterrupt):
                 raise
             failures.append(f"seed {seed}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
-            log(f"  {fam.name} {data} seed {seed}: FAILED {failures[-1]}")
+            log(f"  {name} {data} seed {seed}: FAILED {failures[-1]}")
     rows = []
     for s in settings:
         agg = aggregate(per[s["sampler"]])
@@ -524,79 +448,54 @@ def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) ->
         ref = Reference(data, cfg["n_real"])
         for name in families:
             log(f"{suite}: {name} on {data}")
-            rows += bench_family(FAMILIES[name], data, ref, runs, cfg, log)
+            rows += bench_family(name, data, ref, runs, cfg, log)
     return rows
 
 
-def samplers_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
-    """One DDPM (seed 0, the mnist suite's options and budget), sampled by every sampler at several step counts."""
-    fam = FAMILIES["ddpm"]
+# The suites of one trained model and many settings: "samplers" (the families whose BENCH lists "samplers": quality
+# against network calls) and "guidance" (those whose BENCH lists "guidance": the guidance scale against quality and
+# diversity, with labels asked for evenly and the label accuracy measured).
+SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance"}
+
+
+def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> list[dict]:
+    """One checkpoint per family (seed 0, the toy / mnist suite's options and budget, so that its checkpoint is
+    reused), sampled with every setting of the suite; common random numbers across settings."""
+    key = SETTING_SUITES[cfg["suite"]]
     cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
-        "toy" if data in TOYS else "mnist"])  # the toy / mnist suite's budget, so that its checkpoint is reused
-    base = dict(suite="samplers", model="ddpm", data=data, budget_s=cfg["budget"], seeds=1)
-    mod, why = import_family(fam)
-    if mod is None:
-        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=why)]
-    ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
-    kind = ref.kind
-    n = cfg["samples"] or (32 if cfg["quick"] else 2500 if kind == "points" else 100)
-    opts = fam.options(kind, cfg["quick"])
-    plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
-    ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
-    log(f"samplers: ddpm {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
-    model = mod.load(str(ckpt))
-    settings = [("ddpm", 1000, 1.0)] + [("ddim", s, e) for e in (0.0, 1.0) for s in (10, 20, 50, 100)] + \
-               [("dpm++2m", s, 0.0) for s in (10, 15, 20)]
+        "toy" if data in TOYS else "mnist"])
     rows = []
-    for method, steps, eta in settings:
-        label = f"{method}-{steps}" + (f"-eta{eta:g}" if method == "ddim" else "")
-        s = dict(sampler=label, method=method, steps=steps, eta=eta)
-        x, nfe, ms = timed_sample(fam, mod, model, n, s, 0)
-        r = dict(base, sampler=label, method=method, sampler_steps=steps, eta=eta, nfe=nfe, ms_per_sample=ms,
-                 train_seconds=info["train_seconds"], steps=plan["steps"], **score_samples(x, ref),
-                 n_samples=n, reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status="ok")
-        log(f"  {label}: NFE {nfe:g}, {ms:.2f} ms/sample, FID {r.get('fid', float('nan')):.3f}")
-        rows.append(r)
-    return rows
-
-
-def guarded(fn, cfg: dict, runs: Runs, data: str, log) -> list[dict]:
-    """A suite that fails (a model file changed under it, a diverged run) gives one 'failed' row, never a crash."""
-    try:
-        return fn(cfg, runs, data, log)
-    except Exception as e:  # noqa: BLE001
-        msg = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-        log(f"  {cfg['suite']} {data}: {msg}")
-        return [dict(suite=cfg["suite"], model="ddpm" if cfg["suite"] == "samplers" else "cfg", data=data,
-                     sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, budget_s=cfg["budget"], seeds=1,
-                     status=msg)]
-
-
-def guidance_rows(cfg: dict, runs: Runs, data: str, log) -> list[dict]:
-    """cfg.py's sweep on a class-conditional DDPM (seed 0, the same budget): one row per guidance scale."""
-    fam = FAMILIES["cfg"]
-    cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
-        "toy" if data in TOYS else "mnist"])  # the toy / mnist suite's budget, so that its checkpoint is reused
-    base = dict(suite="guidance", model="cfg", data=data, budget_s=cfg["budget"], seeds=1)
-    mod, why = import_family(fam)
-    if mod is None or not hasattr(mod, "sweep"):
-        return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None,
-                     status=why or "not available (cfg.py has no sweep)")]
-    kind = datasets.load(data, "test").kind
-    opts = fam.options(kind, cfg["quick"])
-    plan = runs.steps_for(fam, mod, data, opts, cfg["budget"])
-    ckpt, info = runs.checkpoint(fam, mod, data, opts, plan["steps"], 0)
-    log(f"guidance: cfg {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
-    steps, n = 20, cfg["samples"] or (40 if cfg["quick"] else 2500 if kind == "points" else 200)
-    res = _quiet(mod.sweep, ckpt=str(ckpt), scales="0,1,3" if cfg["quick"] else GUIDANCE_SCALES, n=n,
-                 sampler="dpm++2m", steps=steps, out=str(runs.root / "guidance" / data), device="cpu", seed=0)
-    rows = []
-    for r in res:
-        rows.append(dict(base, sampler=f"dpm++2m-{steps} s={r['s']:g}", guidance=r["s"], nfe=2.0 * steps,
-                         ms_per_sample=1000 * r["seconds"] / n, train_seconds=info["train_seconds"], steps=plan["steps"],
-                         fid=r["fid"], precision=r["precision"], recall=r["recall"], accuracy=r.get("accuracy"),
-                         **({"is": r["is"]} if "is" in r else {}), n_samples=n, status="ok",
-                         reference=f"{data}:test, cfg.py sweep (ms/sample includes feature extraction)"))
+    for name in families:
+        fam, why = import_family(name)
+        if fam is None or not fam.settings("points", cfg["quick"], key) + fam.settings("images", cfg["quick"], key):
+            continue  # a family without this suite's settings takes no part (the file may be missing)
+        base = dict(suite=cfg["suite"], model=name, data=data, budget_s=cfg["budget"], seeds=1)
+        try:
+            ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
+            kind = ref.kind
+            n = cfg["samples"] or (32 if cfg["quick"] else 2500 if kind == "points" else
+                                   100 if key == "samplers" else 200)
+            opts = fam.options(kind, cfg["quick"])
+            plan = runs.steps_for(fam, data, opts, cfg["budget"])
+            ckpt, info = runs.checkpoint(fam, data, opts, plan["steps"], 0)
+            log(f"{cfg['suite']}: {name} {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
+            model = fam.mod.load(str(ckpt))
+            C = int(getattr(model, "num_classes", 0) or 0)
+            y = torch.arange(n) % C if key == "guidance" and C else None  # every class asked for equally often
+            for s in fam.settings(kind, cfg["quick"], key):
+                x, nfe, ms = timed_sample(fam, model, n, s, 0, y)
+                r = dict(base, sampler=s["sampler"], nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
+                         steps=plan["steps"], **score_samples(x, ref), n_samples=n, status="ok",
+                         reference=f"{data}:test ({len(ref.x)}), {ref.extractor}",
+                         **{("sampler_steps" if k == "steps" else k): v for k, v in s.items() if k != "sampler"})
+                if y is not None:
+                    r["accuracy"] = label_accuracy(x, y, data)
+                log(f"  {s['sampler']}: NFE {nfe:g}, {ms:.2f} ms/sample, FID {r.get('fid', float('nan')):.3f}")
+                rows.append(r)
+        except Exception as e:  # noqa: BLE001 (a model file changed under it, a diverged run: one row, no crash)
+            msg = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            log(f"  {cfg['suite']} {name} {data}: {msg}")
+            rows += not_run(base, msg)
     return rows
 
 
@@ -887,7 +786,7 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
 
     pairs = sorted({(r["data"], r["model"]) for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist")})
     data_names = sorted({d for d, _ in pairs}, key=lambda d: (d not in TOYS, d))
-    models = [m for m in FAMILIES if any(p[1] == m for p in pairs)]
+    models = [m for m in MODELS if any(p[1] == m for p in pairs)]
     if data_names and models:
         fig, axes = plt.subplots(len(data_names), len(models), figsize=(1.6 * len(models), 1.7 * len(data_names)),
                                  dpi=50, squeeze=False)  # small: the figure is committed
@@ -954,9 +853,9 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
     training.check(budget >= 0 and seeds >= 0 and samples >= 0 and threads >= 0,
                    "--budget, --seeds, --samples and --threads must be >= 0")
-    names = [f.strip() for f in families.split(",") if f.strip()] or list(FAMILIES)
-    unknown = [f for f in names if f not in FAMILIES]
-    training.check(not unknown, f"unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)}, cfg")
+    names = [f.strip() for f in families.split(",") if f.strip()] or list(MODELS)
+    unknown = [f for f in names if f not in MODELS]
+    training.check(not unknown, f"unknown family {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     training.check(all(d.strip() in datasets.DATASETS for d in (data or "grid25").split(",")),
                    f"unknown --data {data!r}; use data set names, comma-separated")
     training.check(all(d.strip() in datasets.DATASETS for d in samplers_data.split(",")),
@@ -984,7 +883,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
             rows = suite_models(s, cfg, r, names, log)
         else:
             rows = [row for d in samplers_data.split(",")
-                    for row in guarded(samplers_rows if s == "samplers" else guidance_rows, cfg, r, d.strip(), log)]
+                    for row in setting_rows(cfg, r, names, d.strip(), log)]
         if verbose:
             print_table(rows, f"bench --suite {s}" + (" --quick" if quick else ""))
         new_rows += rows
@@ -992,8 +891,8 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
         f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
     load_note = f"load average {load_1m:.1f} on {os.cpu_count()} cores at the start" + \
         (" (other jobs shared the CPU: timings inflated)" if load_1m > 1.5 else "")
-    code = {f.module: _file_sha1(ROOT / f"{f.module}.py")
-            for f in FAMILIES.values() if (ROOT / f"{f.module}.py").exists()}  # which version of each file ran
+    code = {f: _file_sha1(ROOT / f"{f}.py")
+            for f in MODELS if (ROOT / f"{f}.py").exists()}  # which version of each file ran
     meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),
                 wall_s=round(time.time() - t_start), load=load_note, code_sha1=code)
     for row in new_rows:

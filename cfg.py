@@ -16,7 +16,8 @@ Algorithm -> function:
     Algorithm 1 (joint training, label dropout)     -> drop_labels, loss  (L_simple itself: ddpm.DDPM.loss)
     Algorithm 2 (guided sampling), eq. 6            -> guided_eps: eps_fn for ddpm.sample (samplers ddpm, ddim,
                                                        dpm++2m); the mix itself, from one batched pass over [x, x]
-                                                       with labels [y, null], is nets.guided
+                                                       with labels [y, null], is nets.guided; samples in data
+                                                       space (the stable surface): generate
     network with a label embedding (num_classes+1) -> nets.UNet / nets.DiT / nets.MLP (num_classes; the last row
                                                        is the null label)
 Departures from the paper: ddpm.py's discrete T = 1000 linear schedule and min-SNR-weighted loss instead of their
@@ -85,6 +86,40 @@ def guided_eps(model: ddpm.DDPM, y, s: float):
     return eps_fn
 
 
+@torch.no_grad()
+def generate(model: ddpm.DDPM, n: int, *, generator: torch.Generator | None = None, y=None, guidance: float = 2.0,
+             method: str = "dpm++2m", steps: int = 20, eta: float = 0.0, spacing: str = "lambda",
+             x0_clip: float | None = 1.0, batch_size: int = 500) -> torch.Tensor:
+    """n guided samples in data space, float32 on the CPU (images in [-1, 1]): Algorithm 2 with
+    eps_tilde = eps_u + s (eps_c - eps_u), s = `guidance` (guided_eps), through ddpm.sample (`method` "ddpm", "ddim"
+    with `eta`, or "dpm++2m", `steps` passes of the network on the doubled batch), then x = x_0 * scale + shift.
+    y: the labels, an int (every sample) or a LongTensor [n] of ids in 0..num_classes-1; None: drawn uniformly from
+    the classes. Batch by batch of `batch_size`, one generator running through: per batch the labels (when y is
+    None), then x_T ~ N(0, I), then the sampler's own noise; drawn on the generator's device and moved to the model's,
+    so a CPU generator gives the same samples on any device. x0_clip clamps the predicted x_0 of images after
+    guidance (None: off); points are never clipped."""
+    null = null_label(model)  # = num_classes; fails on a model without labels
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    if y is not None:
+        y = torch.as_tensor(y, dtype=torch.long).cpu()
+        y = y.expand(n) if y.dim() == 0 else y
+        if y.shape != (n,):
+            raise ValueError(f"y must be one label or {n} labels, got shape {tuple(y.shape)}")
+    dev = model.alpha_bar.device
+    where = ddpm.noise_device(generator, dev)
+    clip = x0_clip if len(model.shape) == 3 else None
+    out = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        y_b = torch.randint(null, (b,), generator=generator, device=where) if y is None else y[i:i + b]  # y ~ U{0..C-1}
+        x_T = torch.randn((b, *model.shape), generator=generator, device=where).to(dev)  # x_T ~ N(0, I)
+        x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), guidance), model.alpha_bar64, x_T, method, steps, eta,
+                          generator, spacing, clip)
+        out.append(model.denormalize(x_0).float().cpu())  # x = x_0 * scale + shift
+    return torch.cat(out)
+
+
 # ----------------------------------------------------------------------------------------------------- commands
 # Everything below is plumbing for the command line; the algorithm is above.
 import json  # noqa: E402
@@ -135,22 +170,6 @@ def class_labels(label: int, n: int, num_classes: int) -> torch.Tensor:
     if label >= 0:
         return torch.full((n,), label, dtype=torch.long)
     return torch.arange(num_classes).repeat_interleave(n // num_classes)  # [C * (n // C)]
-
-
-@torch.no_grad()
-def generate(model: ddpm.DDPM, y: torch.Tensor, s: float, sampler: str = "dpm++2m", steps: int = 20,
-             eta: float = 0.0, spacing: str = "lambda", batch_size: int = 250, generator=None) -> torch.Tensor:
-    """Guided samples for the labels y [N], in data space, batch by batch (each batch runs the net on 2x its size)."""
-    dev = model.alpha_bar.device
-    images = len(model.shape) == 3
-    xs = []
-    for y_b in y.split(batch_size):
-        x_T = torch.randn(len(y_b), *model.shape, generator=generator, device=dev)
-        with training.autocast(dev):
-            x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), s), model.alpha_bar64, x_T, sampler, steps, eta,
-                              generator, spacing, 1.0 if images else None)
-        xs.append(model.denormalize(x_0.float()))
-    return torch.cat(xs)
 
 
 @app.command()
@@ -220,7 +239,10 @@ def train(
     def sample_fn(n):
         m = tr.sampling_model()
         m.shape = ds.shape
-        return generate(m, class_labels(-1, n, C), guidance, generator=torch.Generator(tr.dev).manual_seed(seed))
+        y = class_labels(-1, n, C)  # one grid row per class
+        with tr.autocast():
+            return generate(m, len(y), generator=torch.Generator(tr.dev).manual_seed(seed), y=y, guidance=guidance,
+                            batch_size=250)
 
     images = ds.kind == "images"
     return tr.finish(sample_fn, n=10 * C if images else 2000, reference=None if images else ds.x[:2000])
@@ -272,8 +294,11 @@ def sample_cmd(
     check(label >= 0 or n >= C, f"--n must be at least the number of classes ({C}) with --label -1, got {n}")
     check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
     y = class_labels(label, n, C)
-    g = torch.Generator(model.alpha_bar.device).manual_seed(seed)
-    x = generate(model, y, guidance, sampler, steps, eta, spacing, batch_size, g)
+    dev = model.alpha_bar.device
+    g = torch.Generator(dev).manual_seed(seed)
+    with training.autocast(dev):
+        x = generate(model, len(y), generator=g, y=y, guidance=guidance, method=sampler, steps=steps, eta=eta,
+                     spacing=spacing, batch_size=batch_size)
     name = f"samples-{'all' if label < 0 else label}-s{guidance:g}.png"
     per_row = len(y) // C if label < 0 else None
     import data as datasets
@@ -326,8 +351,11 @@ def sweep(
     rows = []
     for s in s_list:
         t0 = time.time()
-        g = torch.Generator(model.alpha_bar.device).manual_seed(seed)  # common random numbers across scales
-        x = generate(model, y, s, sampler, steps, 0.0, "lambda", batch_size, g).cpu()
+        dev = model.alpha_bar.device
+        g = torch.Generator(dev).manual_seed(seed)  # common random numbers across scales
+        with training.autocast(dev):
+            x = generate(model, len(y), generator=g, y=y, guidance=s, method=sampler, steps=steps,
+                         batch_size=batch_size)
         f_fake = fid.features(x, "mnist" if images else "points")
         row = {"s": s, "w": s - 1, "fid": fid.fid(f_real, f_fake), **fid.precision_recall(f_real, f_fake)}
         if images:  # accuracy of fid.py's classifier on the requested label; inception score on its probabilities
@@ -382,6 +410,45 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "guidance trades diversity for quality",
+    "kinds": ("points", "images"),
+    "options": {"points": {}, "images": {}},  # train's defaults (ddpm.py's options)
+    "quick": {"points": {"hidden": 64, "depth": 2}, "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10}},
+    # labels drawn uniformly (y = None); "method" is generate's sampling algorithm, "sampler" the row's label
+    "settings": {
+        "points": [{"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+                   {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20}],
+        "images": [{"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+                   {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20}],
+    },
+    "quick_settings": {
+        "points": [{"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+                   {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20}],
+        "images": [{"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+                   {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20}],
+    },
+    "likelihood": None,  # no likelihood (a guided sampler has no density of its own)
+    "quick_likelihood": None,
+    "network": "net",  # one call per step on the doubled batch [x, x]: 2 evaluations per sample and step
+    "batch": 500,
+    # the guidance suite: the scale s against quality and diversity
+    "guidance": [
+        {"sampler": "dpm++2m-20 s=0", "guidance": 0.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=2", "guidance": 2.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=5", "guidance": 5.0, "method": "dpm++2m", "steps": 20},
+    ],
+    "quick_guidance": [
+        {"sampler": "dpm++2m-20 s=0", "guidance": 0.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+        {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20},
+    ],
+}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Algorithm -> function:
     variational bound L_vlb, eq. 5 (bits/dim)       -> DDPM.vlb (prior L_T: prior_kl; L_0: decoder_nll, eq. 13;
                                                        nats -> bits/dim: bits_per_dim)
     the network eps_theta(x_t, t)                   -> nets.py: UNet (images, default), DiT (--net dit), MLP (points)
+    samples in data space (the stable surface)      -> generate (x_T, `sample`, denormalize); the bound: likelihood
 Schedules: linear (Ho et al.) and cosine (Nichol & Dhariwal 2021, https://arxiv.org/abs/2102.09672, eq. 17).
 Every sampler has the signature (eps_fn, alpha_bar, x_T, ts, generator=None, x0_clip=None[, eta]) and walks the
 decreasing timesteps ts (from `timesteps`); `sample` is the one entry point that picks the steps and the sampler.
@@ -84,6 +85,12 @@ def posterior(alpha_bar_t, alpha_bar_s, x_t, x_0):
 def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-example tensor [B] viewed as [B, 1, ..., 1], to broadcast against x [B, ...]."""
     return a.view(-1, *[1] * (x.dim() - 1))
+
+
+def noise_device(generator: torch.Generator | None, default) -> torch.device:
+    """Where to draw noise: on the generator's own device (a CPU generator then gives the same numbers whatever the
+    model's device; the draw is moved there after), else on `default`."""
+    return generator.device if generator is not None else torch.device(default)
 
 
 def x0_from_eps(x_t, eps, alpha_bar):
@@ -186,12 +193,13 @@ class DDPM(nn.Module):
             ts, weight = list(range(T)), 1.0
         else:  # L_0 exactly, plus an unbiased stratified estimate of sum_{t=1}^{T-1} L_t (one t per stratum)
             edges = torch.linspace(1, T, n_t + 1)
-            u = torch.rand(n_t, generator=generator)
+            u = torch.rand(n_t, generator=generator, device=noise_device(generator, "cpu")).cpu()
             ts, weight = [0] + (edges[:-1] + u * (edges[1:] - edges[:-1])).long().clamp(1, T - 1).tolist(), (T - 1) / n_t
         L = torch.zeros(B, dtype=torch.float64, device=x_0.device)
         for t_ in ts:
             t = torch.full((B,), t_, device=x_0.device, dtype=torch.long)
-            eps = torch.randn(x_0.shape, generator=generator).to(x_0.device, torch.float64)
+            eps = torch.randn(x_0.shape, generator=generator, device=noise_device(generator, "cpu"))
+            eps = eps.to(x_0.device, torch.float64)
             x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).sqrt() * eps  # eq. 4, in float64; the network sees x_0's dtype
             eps_hat = self.eps(x_t.to(x_0.dtype), t).double()
             x0_hat = x0_from_eps(x_t, eps_hat, ab[t_])  # eq. 15
@@ -283,7 +291,8 @@ def sample_ddim(eps_fn: Callable, alpha_bar: torch.Tensor, x_T: torch.Tensor, ts
         dir_xt = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps  # "direction pointing to x_t"
         x = ab_s.sqrt() * x0 + dir_xt
         if i + 1 < len(ts) and eta > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=noise_device(generator, x.device),
+                                        dtype=torch.float64).to(x.device)
     return x.to(x_T.dtype)
 
 
@@ -364,6 +373,55 @@ def ddim_invert(eps_fn: Callable, alpha_bar: torch.Tensor, x_0: torch.Tensor, st
         x = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * eps  # eq. 4 with the same eps, at t
         s, s_ab = t, ab[t]
     return x.to(x_0.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- the surface
+@torch.no_grad()
+def generate(model: DDPM, n: int, *, generator: torch.Generator | None = None, y=None, method: str = "dpm++2m",
+             steps: int = 20, eta: float = 0.0, spacing: str = "lambda", x0_clip: float | None = 1.0,
+             batch_size: int = 1000) -> torch.Tensor:
+    """n samples in data space, float32 on the CPU (images in [-1, 1]): x_T ~ N(0, I), x_0 = sample(eps_theta, ...)
+    with `method` ("ddpm", "ddim" with `eta`, "dpm++2m") in `steps` network calls on the float64 schedule, then
+    x = x_0 * scale + shift (the inverse of the normalization the model trained in). Batch by batch of `batch_size`,
+    one generator running through: per batch x_T first, then the sampler's own noise (ddpm; ddim with eta > 0). The
+    noise is drawn on the generator's device and moved to the model's, so a CPU generator gives the same samples on
+    any device. x0_clip clamps the predicted x_0 of images to [-x0_clip, x0_clip] (None: off); points are never
+    clipped (their normalized space is unbounded). ddpm.py is unconditional: y must be None (labels: cfg.py)."""
+    if y is not None:
+        raise ValueError("ddpm.py's DDPM is unconditional: y must be None (class-conditional sampling: cfg.py)")
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
+    dev = model.alpha_bar.device
+    clip = x0_clip if len(model.shape) == 3 else None
+    out = []
+    for i in range(0, n, batch_size):
+        shape = (min(batch_size, n - i), *model.shape)
+        x_T = torch.randn(shape, generator=generator, device=noise_device(generator, dev)).to(dev)  # x_T ~ N(0, I)
+        x_0 = sample(model.eps, model.alpha_bar64, x_T, method, steps, eta, generator, spacing, clip)
+        out.append(model.denormalize(x_0).float().cpu())  # x = x_0 * scale + shift
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def likelihood(model: DDPM, x: torch.Tensor, *, n_t: int | None = 100, seed: int = 0,
+               generator: torch.Generator | None = None, batch_size: int = 100) -> dict:
+    """The variational bound of eq. 5 (DDPM.vlb, an upper bound on -log p(x)) averaged over the examples x (data
+    space), kind "bound". n_t: timesteps per example in the stratified estimate of the sum over t (0 or None: all T).
+    The noise comes from `generator` (default: a CPU generator seeded with `seed`), running through the batches.
+    Images: {"nll_bpd"}, 8-bit data under the discretized decoder, bits/dim = nats / (D ln 2) (bits_per_dim).
+    Points: {"nll_nats"}; the bound is computed in the normalized space z = (x - shift) / scale, and by the change of
+    variables -log p(x) = -log p(z) + sum_d log scale_d."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    images = len(model.shape) == 3
+    dev = model.alpha_bar.device
+    L = torch.cat([model.vlb(model.normalize(xb.to(dev)), n_t or None, discrete=images, generator=g)
+                   for xb in x.split(batch_size)])  # -log p per example, nats (normalized space for points)
+    out = {"kind": "bound", "n": len(x), "n_t": n_t or model.T}
+    if images:
+        out["nll_bpd"] = bits_per_dim(L.mean().item(), x[0].numel())  # nats -> bits per dimension
+    else:
+        out["nll_nats"] = (L.mean() + model.scale.log().sum()).item()  # + sum_d log scale_d
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -472,9 +530,8 @@ def train(
 
     def sample_fn(n):
         m = tr.sampling_model()
-        x_T = torch.randn(n, *ds.shape, device=tr.dev)
-        x0 = sample(m.eps, m.alpha_bar64, x_T, "dpm++2m", 20, x0_clip=1.0 if ds.kind == "images" else None)
-        return m.denormalize(x0)
+        m.shape = ds.shape
+        return generate(m, n, generator=torch.Generator().manual_seed(seed))  # dpm++2m, 20 steps
 
     return tr.finish(sample_fn, n=64 if ds.kind == "images" else 2000, reference=ds.x[:2000] if ds.kind == "points" else None)
 
@@ -506,15 +563,10 @@ def sample_cmd(
     model = load(ckpt, device)
     check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
     dev = model.alpha_bar.device
-    images = len(model.shape) == 3
     g = torch.Generator(dev).manual_seed(seed)
-    xs = []
-    for i in range(0, n, batch_size):
-        x_T = torch.randn(min(batch_size, n - i), *model.shape, generator=g, device=dev)
-        with training.autocast(dev):
-            x0 = sample(model.eps, model.alpha_bar64, x_T, sampler, steps, eta, g, spacing, 1.0 if images else None)
-        xs.append(model.denormalize(x0.float()))
-    x = torch.cat(xs)
+    with training.autocast(dev):
+        x = generate(model, n, generator=g, method=sampler, steps=steps, eta=eta, spacing=spacing,
+                     batch_size=batch_size)
     datasets.write_samples(x, out or Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     return x
 
@@ -535,16 +587,14 @@ def nll(
     training.check(n_t >= 0, f"--n-t must be >= 0, got {n_t}")
     model = load(ckpt, device)
     ds = datasets.load(model.config["data"], split)
-    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]].to(model.alpha_bar.device)
-    g = torch.Generator().manual_seed(seed)
-    images = ds.kind == "images"
-    L = torch.cat([model.vlb(model.normalize(xb), n_t or None, discrete=images, generator=g) for xb in x.split(100)])
-    if images:
-        value = bits_per_dim(L.mean().item(), x[0].numel())  # nats -> bits per dimension
+    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]]
+    r = likelihood(model, x, n_t=n_t, seed=seed)
+    if ds.kind == "images":
+        value = r["nll_bpd"]
         print(f"DDPM variational bound on {ds.name}:{split} (n={n}, {n_t or model.T} timesteps/example): "
               f"{value:.3f} bits/dim (8-bit data, discretized decoder)")
-    else:  # the bound is in the normalized space: -log p(x) = -log p(z) + sum log scale
-        value = (L.mean() + model.scale.log().sum()).item()
+    else:
+        value = r["nll_nats"]
         print(f"DDPM variational bound on {ds.name}:{split} (n={n}): {value:.3f} nats")
     return value
 
@@ -575,6 +625,42 @@ def invert(
         datasets.write_samples(model.denormalize(torch.cat([x_0, x_rec])), out or Path(ckpt).parent / "inversion.png",
                                nrow=n)
     return rmse
+
+
+# How bench.py trains, samples and scores this file (data, read by bench; the numbers of its earlier adapters).
+BENCH = {
+    "claim": "high quality, slow sampling",
+    "kinds": ("points", "images"),
+    "options": {"points": {}, "images": {}},  # train's defaults
+    "quick": {"points": {"hidden": 64, "depth": 2}, "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10}},
+    # "method" is generate's sampling algorithm; "sampler" is the row's label
+    "settings": {"points": [{"sampler": "ddpm-1000", "method": "ddpm", "steps": 1000},
+                            {"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20}],
+                 "images": [{"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20}]},
+    "quick_settings": {"points": [{"sampler": "ddpm-100", "method": "ddpm", "steps": 100},
+                                  {"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20}],
+                       "images": [{"sampler": "dpm++2m-10", "method": "dpm++2m", "steps": 10}]},
+    # "n" test examples (the first n of a seed-0 permutation of the test split, as the nll command takes them)
+    "likelihood": {"points": {"n": 1000, "n_t": 0, "seed": 0}, "images": {"n": 100, "n_t": 50, "seed": 0}},
+    "quick_likelihood": {"points": {"n": 200, "n_t": 50, "seed": 0}, "images": {"n": 200, "n_t": 50, "seed": 0}},
+    "network": "net",  # eps_theta: one call per sampler step
+    "batch": 1000,
+    # the samplers suite: quality against NFE on one checkpoint
+    "samplers": [
+        {"sampler": "ddpm-1000", "method": "ddpm", "steps": 1000, "eta": 1.0},
+        {"sampler": "ddim-10-eta0", "method": "ddim", "steps": 10, "eta": 0.0},
+        {"sampler": "ddim-20-eta0", "method": "ddim", "steps": 20, "eta": 0.0},
+        {"sampler": "ddim-50-eta0", "method": "ddim", "steps": 50, "eta": 0.0},
+        {"sampler": "ddim-100-eta0", "method": "ddim", "steps": 100, "eta": 0.0},
+        {"sampler": "ddim-10-eta1", "method": "ddim", "steps": 10, "eta": 1.0},
+        {"sampler": "ddim-20-eta1", "method": "ddim", "steps": 20, "eta": 1.0},
+        {"sampler": "ddim-50-eta1", "method": "ddim", "steps": 50, "eta": 1.0},
+        {"sampler": "ddim-100-eta1", "method": "ddim", "steps": 100, "eta": 1.0},
+        {"sampler": "dpm++2m-10", "method": "dpm++2m", "steps": 10, "eta": 0.0},
+        {"sampler": "dpm++2m-15", "method": "dpm++2m", "steps": 15, "eta": 0.0},
+        {"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20, "eta": 0.0},
+    ],
+}
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 # ----------------------------------------------------------------------------------------------------- networks

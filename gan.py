@@ -36,7 +36,6 @@ Commands:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn

@@ -34,7 +34,7 @@ def quick(tmp_path_factory):
 
 def test_rows_have_documented_fields_and_sane_values(quick):
     rows = quick["rows1"]
-    assert {(r["model"], r["data"]) for r in rows} >= {(m, d) for m in bench.FAMILIES for d in bench.TOYS}
+    assert {(r["model"], r["data"]) for r in rows} >= {(m, d) for m in bench.MODELS for d in bench.TOYS}
     for r in rows:
         for k in REQUIRED:
             assert k in r, (k, r)
@@ -88,29 +88,38 @@ def test_report_files(quick):
     assert "┃" in quick["first"].stdout  # the rich table
 
 
+SURFACE = ("BENCH = dict(kinds=('points',), options={'points': {}}, quick={'points': {}},\n"
+           "             settings={'points': [dict(sampler='x')]})\n"
+           "def load(path):\n    return None\n"
+           "def generate(model, n, *, generator=None, y=None):\n    return None\n")
+
+
 def _fake(tmp_path, monkeypatch, name, source):
+    """A model file of bench's: written to tmp_path, importable, and named in bench.MODELS."""
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop(name, None)
-    fam = bench.Family(name, name, lambda k, q: {}, lambda k, q: [dict(sampler="x")], lambda *a: None, lambda m: m)
-    monkeypatch.setitem(bench.FAMILIES, name, fam)
+    if name not in bench.MODELS:
+        monkeypatch.setattr(bench, "MODELS", bench.MODELS + (name,))
 
 
 def test_missing_or_broken_family_is_reported_not_crashed(tmp_path, monkeypatch):
-    monkeypatch.setitem(bench.FAMILIES, "nosuch", bench.Family("nosuch", "genmodels_no_such_file", lambda k, q: {},
-                                                               lambda k, q: [], lambda *a: None, lambda m: m))
+    monkeypatch.setattr(bench, "MODELS", bench.MODELS + ("genmodels_no_such_file",))
     _fake(tmp_path, monkeypatch, "genmodels_broken", "raise ImportError('half written')\n")
-    _fake(tmp_path, monkeypatch, "genmodels_failing",
-          "def train(**kw):\n    raise RuntimeError('diverged')\n\ndef load(path):\n    return None\n")
+    _fake(tmp_path, monkeypatch, "genmodels_partial", "def train(**kw):\n    pass\n")  # no load, generate, BENCH
+    _fake(tmp_path, monkeypatch, "genmodels_failing", SURFACE + "def train(**kw):\n    raise RuntimeError('diverged')\n")
     rows = bench.run("toy", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), seeds=1,
-                     families="nosuch,genmodels_broken,genmodels_failing", verbose=False)
+                     families="genmodels_no_such_file,genmodels_broken,genmodels_partial,genmodels_failing",
+                     verbose=False)
     status = {(r["model"], r["data"]): r["status"] for r in rows}
     for d in bench.TOYS:
-        assert status[("nosuch", d)].startswith("not available") and "ModuleNotFoundError" in status[("nosuch", d)]
+        missing = status[("genmodels_no_such_file", d)]
+        assert missing.startswith("not available") and "ModuleNotFoundError" in missing
         assert status[("genmodels_broken", d)].startswith("not available") and "half written" in status[("genmodels_broken", d)]
+        assert status[("genmodels_partial", d)] == "not available (genmodels_partial.py lacks load, generate, BENCH)"
         assert status[("genmodels_failing", d)].startswith("failed") and "diverged" in status[("genmodels_failing", d)]
     written = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(written) == len(rows) == 6 and all(r["nfe"] is None for r in written)
+    assert len(written) == len(rows) == 8 and all(r["nfe"] is None for r in written)
 
 
 @pytest.mark.parametrize("args", [["--suite", "nope"], ["--budget", "-1"], ["--families", "vae,nosuch"],
@@ -128,12 +137,11 @@ def test_step_plan_is_remeasured_when_the_model_file_changes(tmp_path, monkeypat
 
     _fake(tmp_path, monkeypatch, "genmodels_timed", src.format(0.1))
     runs = bench.Runs(tmp_path / "runs", "cpu", quick=True)
-    mod = importlib.import_module("genmodels_timed")
-    fam = bench.FAMILIES["genmodels_timed"]
-    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 10  # 1 s / 0.1 s per step
-    mod.per_step = 0.05  # the file is unchanged: the cached plan is used, not a new measurement
-    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 10
+    fam = bench.Family("genmodels_timed", importlib.import_module("genmodels_timed"))
+    assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 10  # 1 s / 0.1 s per step
+    fam.mod.per_step = 0.05  # the file is unchanged: the cached plan is used, not a new measurement
+    assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 10
     (tmp_path / "genmodels_timed.py").write_text(src.format(0.05))  # the file changed: timed again
     sys.modules.pop("genmodels_timed")
-    mod = importlib.import_module("genmodels_timed")
-    assert runs.steps_for(fam, mod, "grid25", {}, 1.0)["steps"] == 20
+    fam = bench.Family("genmodels_timed", importlib.import_module("genmodels_timed"))
+    assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 20

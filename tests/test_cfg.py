@@ -118,6 +118,94 @@ def test_training_loss_sees_the_null_label_at_rate_p_uncond(seed):
     assert (ids[ids != C] == y[ids != C]).all()
 
 
+# ------------------------------------------------------------------------------------------- the stable surface
+@pytest.fixture
+def single_thread():
+    """Small tensors: one thread is faster than two contending on a loaded machine (this test only)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def shaped(model, kind):
+    model.shape = (2,) if kind == "points" else (1, 8, 8)  # as `load` returns it
+    return model
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("kind", ["points", "images"])
+def test_generate_draws_labels_then_x_T_per_batch(kind):
+    """y None: per batch the labels y ~ U{0..C-1}, then x_T ~ N(0, I), from one generator running through, guided
+    through ddpm.sample and returned in data space (float32, CPU); this order is what bench's numbers rest on."""
+    model = shaped(toy_model(5, kind), kind)
+    if kind == "points":
+        model.shift, model.scale = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5])  # data space != model's
+    x = cfg.generate(model, 5, generator=torch.Generator().manual_seed(3), guidance=2.5, steps=4, batch_size=3)
+    assert x.shape == (5, *model.shape) and x.dtype == torch.float32 and x.device.type == "cpu"
+    assert torch.isfinite(x).all()
+    g = torch.Generator().manual_seed(3)
+    ref = []
+    for b in (3, 2):
+        y = torch.randint(5, (b,), generator=g)
+        x_T = torch.randn(b, *model.shape, generator=g)
+        x_0 = ddpm.sample(cfg.guided_eps(model, y, 2.5), model.alpha_bar64, x_T, "dpm++2m", 4,
+                          x0_clip=1.0 if kind == "images" else None)
+        ref.append(x_0 * model.scale + model.shift)
+    assert torch.equal(x, torch.cat(ref))
+    again = cfg.generate(model, 5, generator=torch.Generator().manual_seed(3), guidance=2.5, steps=4, batch_size=3)
+    assert torch.equal(x, again)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_generate_with_labels_and_refusals():
+    model = shaped(toy_model(4), "points")
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    y = torch.tensor([0, 3, 3, 1])
+    x = cfg.generate(model, 4, generator=g(), y=y, guidance=3.0, method="ddim", steps=5, eta=1.0)
+    x_T = torch.randn(4, 2, generator=(h := g()))
+    assert torch.equal(x, ddpm.sample(cfg.guided_eps(model, y, 3.0), model.alpha_bar64, x_T, "ddim", 5, 1.0, h))
+    one = cfg.generate(model, 4, generator=g(), y=2, steps=3)  # one label for every sample
+    assert torch.equal(one, cfg.generate(model, 4, generator=g(), y=torch.full((4,), 2), steps=3))
+    with pytest.raises(ValueError, match="labels"):
+        cfg.generate(model, 4, y=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="0..3"):
+        cfg.generate(model, 2, y=torch.tensor([0, 4]))
+    unlabelled = shaped(ddpm.DDPM(nets.MLP(2, 16, 1), 50), "points")
+    with pytest.raises(ValueError, match="without labels"):
+        cfg.generate(unlabelled, 2)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_bench_schema():
+    """BENCH is data in the schema bench.py reads; every setting (main and guidance suites) runs through generate on
+    tiny random models, no likelihood, and the network resolves."""
+    import inspect
+
+    B = cfg.BENCH
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch", "guidance", "quick_guidance"}
+    assert B["claim"] == "guidance trades diversity for quality" and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(cfg, "likelihood")
+    assert "sampler" not in inspect.signature(cfg.generate).parameters  # the label key; the algorithm is "method"
+    for kind in B["kinds"]:
+        model = shaped(toy_model(3, kind), kind)
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(cfg.train).bind(**opts)
+        for s in B["settings"][kind] + B["quick_settings"][kind] + B["guidance"] + B["quick_guidance"]:
+            assert isinstance(s["sampler"], str) and s["sampler"] and s["sampler"].endswith(f"s={s['guidance']:g}")
+            kw = {k: v for k, v in s.items() if k != "sampler"}
+            inspect.signature(cfg.generate).bind(model, 2, **kw)
+            if kind == "images":
+                kw["steps"] = 2  # (time) the UNet runs the settings as given, on fewer steps
+            x = cfg.generate(model, 2, generator=torch.Generator().manual_seed(0), **kw)
+            assert x.shape == (2, *model.shape) and torch.isfinite(x).all()
+        assert isinstance(getattr(model, B["network"]), torch.nn.Module)
+    assert [s["guidance"] for s in B["guidance"]] == [0, 1, 2, 3, 5]
+    assert [s["guidance"] for s in B["quick_guidance"]] == [0, 1, 3]
+
+
 # ------------------------------------------------------------------------------------------- commands
 @pytest.fixture(scope="module")
 def grid_ckpt(tmp_path_factory):

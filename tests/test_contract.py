@@ -22,8 +22,8 @@ TINY = {
     "flow": dict(data="moons", hidden=8, blocks=1, batch_size=16, warmup=2),
     "ebm": dict(data="moons", hidden=8, langevin_steps=2, buffer_size=32, sample_steps=2, batch_size=16),
     "score": dict(data="moons", hidden=8, levels=3, steps_per_level=2, batch_size=16),
-    "ddpm": dict(data="moons", hidden=16, depth=1, timesteps=50, batch_size=16, warmup=2),
-    "cfg": dict(data="moons", hidden=16, depth=1, timesteps=50, batch_size=16, warmup=2),
+    "ddpm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
+    "cfg": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
 }
 STEPS = 6
 
@@ -80,6 +80,35 @@ def test_same_seed_same_model_and_resume_is_exact(model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     x = np.load(tmp_path / "s.npz")["x"]
     assert x.shape == (8, 2) and np.isfinite(x).all()
+    check_surface(mod, a)
+
+
+def check_surface(mod, ckpt) -> None:
+    """The surface bench relies on: generate (data space, reproducible), likelihood where the family has one, and
+    the BENCH dict, whose settings generate accepts and whose network is what the loaded model calls."""
+    model = mod.load(ckpt)
+    x1 = mod.generate(model, 5, generator=torch.Generator().manual_seed(1))
+    x2 = mod.generate(model, 5, generator=torch.Generator().manual_seed(1))
+    assert x1.shape == (5, 2) and torch.isfinite(x1).all() and torch.equal(x1, x2)
+    B = mod.BENCH
+    assert {"claim", "kinds", "options", "quick", "settings", "network", "batch"} <= B.keys()
+    for key in ("settings", "quick_settings"):
+        for s in (B.get(key) or {}).get("points", []):
+            kw = {k: v for k, v in s.items() if k != "sampler"}
+            assert s["sampler"] and mod.generate(model, 3, generator=torch.Generator().manual_seed(0), **kw).shape == (3, 2)
+    target = getattr(model, B["network"]) if B["network"] else model
+    assert isinstance(target, torch.nn.Module) or callable(target)
+    if hasattr(mod, "likelihood"):
+        import data
+
+        r = mod.likelihood(model, data.load(model_data(ckpt), "test").x[:50],
+                           **{k: v for k, v in ((B.get("quick_likelihood") or B.get("likelihood") or {}).get("points")
+                                                or {}).items() if k != "n"})
+        assert r["kind"] in ("exact", "bound", "grid") and np.isfinite(r["nll_nats"])
+
+
+def model_data(ckpt) -> str:
+    return torch.load(ckpt, weights_only=True)["config"]["data"]
 
 
 # One interpreter runs a file's CLI on several command lines (as `python FILE.py ARGS` would, through its App), so

@@ -1,6 +1,5 @@
 """DDPM: the laws of the forward process, the bound, the samplers (against an analytic oracle), and the commands."""
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -494,6 +493,130 @@ def test_cli_images_train_sample_nll(tmp_path):
     assert r.returncode == 0 and "bits/dim" in r.stdout, r.stderr
     value = float(r.stdout.split("bits/dim")[0].split()[-1])
     assert 0 < value < 20
+
+
+# ------------------------------------------------------------------------------------------- the stable surface
+@pytest.fixture
+def single_thread():
+    """Small tensors: one thread is faster than two contending on a loaded machine (this test only)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_image_model(seed=0):
+    """A randomly initialized DDPM on [1, 8, 8] images (T = 50), shaped as `load` returns it."""
+    torch.manual_seed(seed)
+    model = ddpm.DDPM(nets.UNet(1, 8, (1, 2), False), 50, "linear").eval()
+    model.shape = (1, 8, 8)
+    return model
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_generate_is_x_T_then_sample_then_denormalize(grid_ckpt):
+    """Points: n finite samples of the data's shape in data space, float32 on the CPU; per batch x_T first, then the
+    sampler's noise, one generator running through (this order is what bench's numbers rest on)."""
+    model = ddpm.load(grid_ckpt)
+    assert float(model.scale.sub(1).abs().max()) > 0.1  # standardized toy: data space differs from the model's
+    x = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), method="ddim", steps=5, eta=1.0,
+                      batch_size=4)
+    assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
+    g = torch.Generator().manual_seed(1)
+    ref = []
+    for b in (4, 3):
+        x_T = torch.randn(b, 2, generator=g)
+        ref.append(ddpm.sample(model.eps, model.alpha_bar64, x_T, "ddim", 5, 1.0, g) * model.scale + model.shift)
+    assert torch.equal(x, torch.cat(ref))
+    again = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), method="ddim", steps=5, eta=1.0,
+                          batch_size=4)
+    assert torch.equal(x, again)  # reproducible with a seeded generator
+    other = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(2), method="ddim", steps=5, eta=1.0)
+    assert not torch.equal(x, other)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_generate_images_clip_and_refusals():
+    model = tiny_image_model()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    x = ddpm.generate(model, 3, generator=g(), steps=4)  # dpm++2m with the predicted x_0 clamped to [-1, 1]
+    assert x.shape == (3, 1, 8, 8) and x.abs().max() <= 1 and torch.isfinite(x).all()
+    x_T = torch.randn(3, 1, 8, 8, generator=g())
+    assert torch.equal(x, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 4, x0_clip=1.0))
+    free = ddpm.generate(model, 3, generator=g(), steps=4, x0_clip=None)
+    assert torch.equal(free, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 4))
+    with pytest.raises(ValueError, match="unconditional"):
+        ddpm.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        ddpm.generate(model, 2, method="euler")
+    with pytest.raises(ValueError, match="steps"):
+        ddpm.generate(model, 2, steps=51)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_likelihood_is_what_the_nll_command_reports(grid_ckpt, capsys):
+    import data
+
+    model = ddpm.load(grid_ckpt)
+    test = data.load("grid25", "test").x
+    x = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:30]]  # the command's examples
+    r = ddpm.likelihood(model, x, n_t=10, seed=0)
+    assert r["kind"] == "bound" and "nll_bpd" not in r and math.isfinite(r["nll_nats"])
+    assert ddpm.nll(ckpt=str(grid_ckpt), n=30, n_t=10, device="cpu", seed=0) == r["nll_nats"]
+    assert f"{r['nll_nats']:.3f} nats" in capsys.readouterr().out
+    g = torch.Generator().manual_seed(0)  # by hand: mean bound in the normalized space + sum_d log scale_d
+    L = model.vlb(model.normalize(x), 10, discrete=False, generator=g)
+    assert r["nll_nats"] == pytest.approx(float(L.mean() + model.scale.log().sum()), rel=1e-12)
+    assert ddpm.likelihood(model, x, n_t=10, generator=torch.Generator().manual_seed(0)) == r
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_likelihood_images_in_bits_per_dim():
+    model = tiny_image_model()
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(255).round().div(127.5).sub(1)
+    r = ddpm.likelihood(model, x, n_t=3, seed=4, batch_size=2)
+    assert r["kind"] == "bound" and "nll_nats" not in r and r["nll_bpd"] > 0
+    g = torch.Generator().manual_seed(4)
+    L = torch.cat([model.vlb(xb, 3, discrete=True, generator=g) for xb in x.split(2)])
+    assert r["nll_bpd"] == pytest.approx(float(L.mean()) / (64 * math.log(2)), rel=1e-12)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_bench_schema(grid_ckpt):
+    """BENCH is data in the schema bench.py reads; every sampler setting runs through generate (points: the trained
+    toy model; images: a tiny random one), the likelihood settings bind, and the network resolves."""
+    import inspect
+
+    B = ddpm.BENCH
+    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
+                      "quick_likelihood", "network", "batch", "samplers"}
+    assert B["claim"] == "high quality, slow sampling" and set(B["kinds"]) == {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    models = {"points": ddpm.load(grid_ckpt), "images": tiny_image_model()}
+    for kind, model in models.items():
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(ddpm.train).bind(**opts)
+        settings = B["settings"][kind] + B["quick_settings"][kind] + (B["samplers"] if kind == "points" else [])
+        ran = set()
+        for s in settings:  # "sampler" is the row's label; generate's algorithm is "method"
+            assert isinstance(s["sampler"], str) and s["sampler"]
+            kw = {k: v for k, v in s.items() if k != "sampler"}
+            inspect.signature(ddpm.generate).bind(model, 2, **kw)
+            key = (kw["method"], kw["steps"], kw.get("eta", 0.0) if kw["method"] == "ddim" else None)
+            if key in ran:
+                continue  # (time) ddpm-1000 is in both lists (eta matters to ddim only)
+            ran.add(key)
+            if kind == "images":
+                kw["steps"] = 2  # (time) the UNet runs the settings as given, on fewer steps
+            x = ddpm.generate(model, 2, generator=torch.Generator().manual_seed(0), **kw)
+            assert x.shape == (2, *model.shape) and torch.isfinite(x).all()
+        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
+            assert isinstance(spec["n"], int) and spec["n"] > 0
+            inspect.signature(ddpm.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
+        assert isinstance(getattr(model, B["network"]), torch.nn.Module)
+    assert "sampler" not in inspect.signature(ddpm.generate).parameters
+    labels = [s["sampler"] for s in B["samplers"]]
+    assert len(set(labels)) == len(labels) == 12 and labels[0] == "ddpm-1000" and "ddim-20-eta0" in labels
 
 
 @pytest.mark.parametrize("args", [
