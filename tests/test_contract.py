@@ -4,6 +4,7 @@
 
 A new model file joins by adding one line to TINY."""
 import importlib
+import inspect
 import json
 import subprocess
 
@@ -85,25 +86,41 @@ def test_same_seed_same_model_and_resume_is_exact(model, tmp_path):
 
 def check_surface(mod, ckpt) -> None:
     """The surface bench relies on: generate (data space, reproducible), likelihood where the family has one, and
-    the BENCH dict, whose settings generate accepts and whose network is what the loaded model calls."""
+    the BENCH dict: its train options bind to train, its sampler settings run through generate (points; on images
+    they must bind), its likelihood settings bind to likelihood, and its network is what the loaded model calls."""
     model = mod.load(ckpt)
     x1 = mod.generate(model, 5, generator=torch.Generator().manual_seed(1))
     x2 = mod.generate(model, 5, generator=torch.Generator().manual_seed(1))
     assert x1.shape == (5, 2) and torch.isfinite(x1).all() and torch.equal(x1, x2)
     B = mod.BENCH
     assert {"claim", "kinds", "options", "quick", "settings", "network", "batch"} <= B.keys()
-    for key in ("settings", "quick_settings"):
-        for s in (B.get(key) or {}).get("points", []):
-            kw = {k: v for k, v in s.items() if k != "sampler"}
-            assert s["sampler"] and mod.generate(model, 3, generator=torch.Generator().manual_seed(0), **kw).shape == (3, 2)
+    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) <= {"points", "images"}
+    assert isinstance(B["batch"], int) and B["batch"] > 0
+    likelihood = getattr(mod, "likelihood", None)
+    assert likelihood is not None or not (B.get("likelihood") or B.get("quick_likelihood"))
+    for kind in B["kinds"]:
+        for opts in (B["options"][kind], B["quick"][kind]):
+            inspect.signature(mod.train).bind(**opts)
+        for key in ("settings", "quick_settings", "samplers", "guidance", "quick_guidance"):
+            chosen = B.get(key) or []
+            for s in (chosen.get(kind, []) if isinstance(chosen, dict) else chosen):
+                kw = {k: v for k, v in s.items() if k != "sampler"}  # "sampler" is the row's label
+                assert isinstance(s["sampler"], str) and s["sampler"]
+                inspect.signature(mod.generate).bind(model, 3, **kw)
+                if kind == "points" and key in ("settings", "quick_settings"):
+                    x = mod.generate(model, 3, generator=torch.Generator().manual_seed(0), **kw)
+                    assert x.shape == (3, 2) and torch.isfinite(x).all()
+        for spec in ((B.get("likelihood") or {}).get(kind), (B.get("quick_likelihood") or {}).get(kind)):
+            if spec is not None:
+                assert isinstance(spec["n"], int) and spec["n"] > 0  # test examples bench passes
+                inspect.signature(likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
     target = getattr(model, B["network"]) if B["network"] else model
-    assert isinstance(target, torch.nn.Module) or callable(target)
-    if hasattr(mod, "likelihood"):
+    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)
+    if likelihood is not None:
         import data
 
-        r = mod.likelihood(model, data.load(model_data(ckpt), "test").x[:50],
-                           **{k: v for k, v in ((B.get("quick_likelihood") or B.get("likelihood") or {}).get("points")
-                                                or {}).items() if k != "n"})
+        spec = (B.get("quick_likelihood") or B.get("likelihood") or {}).get("points") or {}
+        r = likelihood(model, data.load(model_data(ckpt), "test").x[:50], **{k: v for k, v in spec.items() if k != "n"})
         assert r["kind"] in ("exact", "bound", "grid") and np.isfinite(r["nll_nats"])
 
 

@@ -1,7 +1,6 @@
 """ebm.py: Langevin dynamics against a Gaussian's mean and variance, the grid partition function against a closed
 form, the replay buffer's restarts, the regularized CD loss, and the commands (smoke runs, exact resume with the
 buffer, the divergence stop, one-line errors)."""
-import inspect
 import math
 from types import SimpleNamespace
 
@@ -254,28 +253,3 @@ def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):
     capsys.readouterr()
     assert ebm.nll(ckpt=str(moons_ckpt), split="test", box=4.0, grid=100) == r["nll_nats"]
     assert f"NLL {r['nll_nats']:.4f} nats" in capsys.readouterr().out
-
-
-def test_bench_schema(moons_ckpt):
-    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
-    tiny model), likelihood settings that likelihood accepts (points only), and a network that resolves."""
-    B, model = ebm.BENCH, ebm.load(moons_ckpt)
-    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch"}
-    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
-    assert isinstance(B["batch"], int) and B["batch"] > 0
-    for kind in B["kinds"]:
-        for opts in (B["options"][kind], B["quick"][kind]):
-            inspect.signature(ebm.train).bind(**opts)
-        for s in B["settings"][kind] + B["quick_settings"][kind]:
-            assert isinstance(s["sampler"], str) and s["sampler"]
-            x = ebm.generate(model, 2, generator=torch.Generator().manual_seed(0),
-                             **{k: v for k, v in s.items() if k != "sampler"})
-            assert x.shape == (2, 2) and torch.isfinite(x).all()
-        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
-            assert (spec is None) == (kind == "images")  # the grid integral is only feasible in 2-D
-            if spec is not None:
-                assert isinstance(spec["n"], int) and spec["n"] > 0
-                inspect.signature(ebm.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
-    target = getattr(model, B["network"]) if B["network"] else model
-    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

@@ -1,6 +1,5 @@
 """flow.py: invertibility, log-determinants against autograd Jacobians, a density that integrates to 1, ActNorm's
 data init, the LU 1x1 convolution, dequantization, and every command (tiny budgets) plus bad input."""
-import inspect
 import math
 
 import numpy as np
@@ -195,29 +194,6 @@ def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys
     assert code == 0 and (moons_ckpt.parent / "sample.png").stat().st_size > 0, err
     with pytest.raises(ValueError, match="unconditional"):
         flow.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
-
-
-def test_bench_schema(moons_ckpt):
-    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
-    tiny model), likelihood settings that likelihood accepts, and a network that resolves on a loaded model."""
-    B, model = flow.BENCH, flow.load(moons_ckpt)
-    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch"}
-    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
-    assert isinstance(B["batch"], int) and B["batch"] > 0
-    for kind in B["kinds"]:
-        for opts in (B["options"][kind], B["quick"][kind]):
-            inspect.signature(flow.train).bind(**opts)
-        for s in B["settings"][kind] + B["quick_settings"][kind]:
-            assert isinstance(s["sampler"], str) and s["sampler"]
-            x = flow.generate(model, 2, generator=torch.Generator().manual_seed(0),
-                              **{k: v for k, v in s.items() if k != "sampler"})
-            assert x.shape == (2, 2) and torch.isfinite(x).all()
-        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
-            assert isinstance(spec["n"], int) and spec["n"] > 0
-            inspect.signature(flow.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
-    target = getattr(model, B["network"]) if B["network"] else model
-    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):

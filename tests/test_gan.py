@@ -1,5 +1,4 @@
 """gan.py: loss identities at known logits, the gradient penalty, R1, spectral norm, shapes, resume, CLI smoke runs."""
-import inspect
 import json
 import math
 
@@ -271,24 +270,3 @@ def test_generate_is_what_the_sample_command_writes(ring_ckpt, tmp_path, capsys)
     assert (ring_ckpt.parent / "sample.png").stat().st_size > 0 and "modes covered" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unconditional"):
         gan.generate(G, 2, y=torch.zeros(2, dtype=torch.long))
-
-
-def test_bench_schema(ring_ckpt):
-    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
-    tiny model), no likelihood, and a network that resolves on a loaded model."""
-    B, G = gan.BENCH, gan.load(ring_ckpt)
-    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch"}
-    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
-    assert isinstance(B["batch"], int) and B["batch"] > 0
-    assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(gan, "likelihood")
-    for kind in B["kinds"]:
-        for opts in (B["options"][kind], B["quick"][kind]):
-            inspect.signature(gan.train).bind(**opts)
-        for s in B["settings"][kind] + B["quick_settings"][kind]:
-            assert isinstance(s["sampler"], str) and s["sampler"]
-            x = gan.generate(G, 2, generator=torch.Generator().manual_seed(0),
-                             **{k: v for k, v in s.items() if k != "sampler"})
-            assert x.shape == (2, 2) and torch.isfinite(x).all()
-    target = getattr(G, B["network"]) if B["network"] else G
-    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

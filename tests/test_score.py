@@ -1,6 +1,5 @@
 """score.py: the DSM target and loss against analytic Gaussian scores, annealed Langevin on an exact mixture score,
 Tweedie's formula, and the commands (smoke runs, exact resume, one-line errors)."""
-import inspect
 import math
 from types import SimpleNamespace
 
@@ -265,24 +264,3 @@ def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path):
     assert (moons_ckpt.parent / "sample.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unconditional"):
         score.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
-
-
-def test_bench_schema(moons_ckpt):
-    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
-    tiny model), no likelihood, and a network that resolves on a loaded model."""
-    B, model = score.BENCH, score.load(moons_ckpt)
-    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch"}
-    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
-    assert isinstance(B["batch"], int) and B["batch"] > 0
-    assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(score, "likelihood")
-    for kind in B["kinds"]:
-        for opts in (B["options"][kind], B["quick"][kind]):
-            inspect.signature(score.train).bind(**opts)
-        for s in B["settings"][kind] + B["quick_settings"][kind]:
-            assert isinstance(s["sampler"], str) and s["sampler"]
-            x = score.generate(model, 2, generator=torch.Generator().manual_seed(0),
-                               **{k: v for k, v in s.items() if k != "sampler"})
-            assert x.shape == (2, 2) and torch.isfinite(x).all()
-    target = getattr(model, B["network"]) if B["network"] else model
-    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)

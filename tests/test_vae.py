@@ -1,6 +1,5 @@
 """vae.py: the bounds (ELBO <= IWAE_k <= log p(x), with log p(x) by quadrature over a 1-D latent), the closed-form KL,
 the discretized logistic, active units, and every command (tiny budgets) plus bad input."""
-import inspect
 import math
 
 import numpy as np
@@ -213,29 +212,6 @@ def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):
     assert code == 0 and f"IWAE-5 NLL {r['nll_nats']:.4f} nats" in out, err
     res = vae.nll(ckpt=str(moons_ckpt), k=5, n=20)
     assert res["nll_nats"] == r["nll_nats"] and res["elbo_nats"] == r["elbo_nats"]
-
-
-def test_bench_schema(moons_ckpt):
-    """BENCH is data in the schema bench.py reads: train options, sampler settings that generate accepts (run on a
-    tiny model), likelihood settings that likelihood accepts, and a network that resolves on a loaded model."""
-    B, model = vae.BENCH, vae.load(moons_ckpt)
-    assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch"}
-    assert isinstance(B["claim"], str) and B["claim"] and set(B["kinds"]) == {"points", "images"}
-    assert isinstance(B["batch"], int) and B["batch"] > 0
-    for kind in B["kinds"]:
-        for opts in (B["options"][kind], B["quick"][kind]):
-            inspect.signature(vae.train).bind(**opts)
-        for s in B["settings"][kind] + B["quick_settings"][kind]:
-            assert isinstance(s["sampler"], str) and s["sampler"]
-            x = vae.generate(model, 2, generator=torch.Generator().manual_seed(0),
-                             **{k: v for k, v in s.items() if k != "sampler"})
-            assert x.shape == (2, 2) and torch.isfinite(x).all()
-        for spec in (B["likelihood"][kind], B["quick_likelihood"][kind]):
-            assert isinstance(spec["n"], int) and spec["n"] > 0
-            inspect.signature(vae.likelihood).bind(model, None, **{k: v for k, v in spec.items() if k != "n"})
-    target = getattr(model, B["network"]) if B["network"] else model
-    assert isinstance(target, torch.nn.Module) or inspect.ismethod(target)
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
