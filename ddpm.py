@@ -646,20 +646,10 @@ BENCH = {
     "network": "net",  # eps_theta: one call per sampler step
     "batch": 1000,
     # the samplers suite: quality against NFE on one checkpoint
-    "samplers": [
-        {"sampler": "ddpm-1000", "method": "ddpm", "steps": 1000, "eta": 1.0},
-        {"sampler": "ddim-10-eta0", "method": "ddim", "steps": 10, "eta": 0.0},
-        {"sampler": "ddim-20-eta0", "method": "ddim", "steps": 20, "eta": 0.0},
-        {"sampler": "ddim-50-eta0", "method": "ddim", "steps": 50, "eta": 0.0},
-        {"sampler": "ddim-100-eta0", "method": "ddim", "steps": 100, "eta": 0.0},
-        {"sampler": "ddim-10-eta1", "method": "ddim", "steps": 10, "eta": 1.0},
-        {"sampler": "ddim-20-eta1", "method": "ddim", "steps": 20, "eta": 1.0},
-        {"sampler": "ddim-50-eta1", "method": "ddim", "steps": 50, "eta": 1.0},
-        {"sampler": "ddim-100-eta1", "method": "ddim", "steps": 100, "eta": 1.0},
-        {"sampler": "dpm++2m-10", "method": "dpm++2m", "steps": 10, "eta": 0.0},
-        {"sampler": "dpm++2m-15", "method": "dpm++2m", "steps": 15, "eta": 0.0},
-        {"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20, "eta": 0.0},
-    ],
+    "samplers": [{"sampler": "ddpm-1000", "method": "ddpm", "steps": 1000, "eta": 1.0}]
+    + [{"sampler": f"ddim-{n}-eta{eta:g}", "method": "ddim", "steps": n, "eta": eta}
+       for eta in (0.0, 1.0) for n in (10, 20, 50, 100)]
+    + [{"sampler": f"dpm++2m-{n}", "method": "dpm++2m", "steps": n, "eta": 0.0} for n in (10, 15, 20)],
 }
 
 

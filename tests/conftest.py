@@ -33,6 +33,15 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def single_thread():
+    """The same for one test (`@pytest.mark.usefixtures("single_thread")`), the thread count restored after it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def run_cli(*args, cwd=None, timeout=600, env=None):
     """Run `python <args>` in the repository root; returns the CompletedProcess (stdout/stderr as text)."""
     e = dict(os.environ, GENMODELS_QUIET="1", PYTHONWARNINGS="ignore")

@@ -119,15 +119,6 @@ def test_training_loss_sees_the_null_label_at_rate_p_uncond(seed):
 
 
 # ------------------------------------------------------------------------------------------- the stable surface
-@pytest.fixture
-def single_thread():
-    """Small tensors: one thread is faster than two contending on a loaded machine (this test only)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def shaped(model, kind):
     model.shape = (2,) if kind == "points" else (1, 8, 8)  # as `load` returns it
     return model

@@ -496,15 +496,6 @@ def test_cli_images_train_sample_nll(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- the stable surface
-@pytest.fixture
-def single_thread():
-    """Small tensors: one thread is faster than two contending on a loaded machine (this test only)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_image_model(seed=0):
     """A randomly initialized DDPM on [1, 8, 8] images (T = 50), shaped as `load` returns it."""
     torch.manual_seed(seed)
