@@ -61,10 +61,11 @@ class GaussianEnergy(torch.nn.Module):
         return ((u - self.m) ** 2).sum(1) / (2 * self.s ** 2) + self.c
 
 
-@given(m=st.tuples(st.floats(-1, 1), st.floats(-1, 1)), s=st.floats(0.4, 1.2), base=st.sampled_from([0.0, 1.5]),
+@pytest.mark.parametrize("base", [0.0, 1.5])  # without and with the base measure, both always checked
+@given(m=st.tuples(st.floats(-1, 1), st.floats(-1, 1)), s=st.floats(0.4, 1.2),
        shift=st.tuples(st.floats(-5, 5), st.floats(-5, 5)), scale=st.tuples(st.floats(0.2, 4), st.floats(0.2, 4)))
-@settings(max_examples=8)
-def test_nll_is_the_gaussians_in_data_space(m, s, base, shift, scale):
+@settings(max_examples=5)
+def test_nll_is_the_gaussians_in_data_space(base, m, s, shift, scale):
     """The net's Gaussian energy times the base measure N(0, base^2) is a Gaussian in normalized units, precision
     P = 1/s^2 + 1/base^2 and mean (m / s^2) / P; in data space x = shift + scale * u the density is divided by
     prod(scale). So -log p(x) is that Gaussian's, plus sum(log scale), whatever the energy's constant c."""
