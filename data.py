@@ -277,13 +277,20 @@ def save_samples(x: torch.Tensor, path: str | Path, nrow: int | None = None, tit
     return path
 
 
+def samples_path(out: str | Path | None, default: str | Path) -> Path:
+    """The `--out` of a `sample` command (`default`, e.g. next to the checkpoint, when empty), checked to be a .png or
+    .npz before any sampling starts."""
+    path = Path(out or default)
+    if path.suffix not in (".png", ".npz"):
+        raise DataError(f"--out must end in .png or .npz, got {path.name!r}")
+    return path
+
+
 def write_samples(x: torch.Tensor, out: str | Path, reference: torch.Tensor | None = None, nrow: int | None = None,
                   **arrays) -> Path:
     """The `--out` of every `sample` command: `.npz` -> raw samples in data space under key `x` (plus any extra
     arrays, e.g. labels y); `.png` -> a grid (images) or scatter (points). Prints the path written."""
-    path = Path(out)
-    if path.suffix not in (".png", ".npz"):
-        raise DataError(f"--out must end in .png or .npz, got {path.name!r}")
+    path = samples_path(out, out)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
         np.savez_compressed(path, x=x.detach().cpu().numpy(), **{k: v.detach().cpu().numpy() if torch.is_tensor(v)

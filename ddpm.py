@@ -559,7 +559,7 @@ def sample_cmd(
     check(eta >= 0, f"--eta must be >= 0, got {eta}")
     check(spacing in ("lambda", "uniform"), f"unknown --spacing {spacing!r}; use lambda or uniform")
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
-    check(out is None or out.endswith((".png", ".npz")), f"--out must end in .png or .npz, got {out!r}")
+    path = datasets.samples_path(out, Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     model = load(ckpt, device)
     check(steps <= model.T, f"--steps must be at most T = {model.T}, got {steps}")
     dev = model.alpha_bar.device
@@ -567,7 +567,7 @@ def sample_cmd(
     with training.autocast(dev):
         x = generate(model, n, generator=g, method=sampler, steps=steps, eta=eta, spacing=spacing,
                      batch_size=batch_size)
-    datasets.write_samples(x, out or Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
+    datasets.write_samples(x, path)
     return x
 
 

@@ -407,8 +407,7 @@ def sample(
     training.check(langevin_steps >= 1, f"--langevin-steps must be positive, got {langevin_steps}")
     training.check(step_size >= 0 and (noise_std >= 0 or noise_std == -1),
                    "--step-size must be >= 0 and --noise-std >= 0 (or -1)")
-    path = Path(out or Path(ckpt).parent / "sample.png")
-    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
+    path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, training.device(device))
     x = generate(model, n, generator=torch.Generator().manual_seed(seed), steps=langevin_steps, step_size=step_size,
                  noise_std=noise_std)  # by default the chain of train's samples.png

@@ -384,8 +384,7 @@ def sample(
     """x = f^-1(T * eps)."""
     training.check(n > 0, f"--n must be positive, got {n}")
     training.check(temperature > 0 and math.isfinite(temperature), f"--temperature must be > 0, got {temperature}")
-    path = Path(out or Path(ckpt).parent / "sample.png")
-    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
+    path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, str(training.device(device)))
     x = generate(model, n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
     training.check(bool(torch.isfinite(x).all()), "sampling produced non-finite values; try a lower --temperature")

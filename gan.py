@@ -369,8 +369,7 @@ def sample_cmd(
     import data as datasets
 
     training.check(n > 0, f"--n must be positive, got {n}")
-    path = Path(out or Path(ckpt).parent / "sample.png")
-    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
+    path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     G = load(ckpt, device, ema)
     name = training.load_checkpoint(ckpt, "gan")["config"]["data"]
     x = generate(G, n, generator=torch.Generator().manual_seed(seed))

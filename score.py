@@ -344,8 +344,7 @@ def sample(
     training.check(n >= 1, f"--n must be positive, got {n}")
     training.check(steps_per_level >= 1, f"--steps-per-level must be positive, got {steps_per_level}")
     training.check(eps > 0, f"--eps must be positive, got {eps}")
-    path = Path(out or Path(ckpt).parent / "sample.png")
-    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
+    path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, training.device(device))
     x = generate(model, n, generator=torch.Generator().manual_seed(seed), steps_per_level=steps_per_level, eps=eps,
                  denoise=denoise)

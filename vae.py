@@ -339,8 +339,7 @@ def sample(
 ) -> Path:
     """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images)."""
     training.check(n > 0, f"--n must be positive, got {n}")
-    path = Path(out or Path(ckpt).parent / "sample.png")
-    training.check(path.suffix in (".png", ".npz"), f"--out must end in .png or .npz, got {path.name}")
+    path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, str(training.device(device)))
     x = generate(model, n, generator=torch.Generator().manual_seed(seed), mean=mean)
     ref = _test_data(model, ckpt)[:2000] if model.likelihood == "gaussian" else None
