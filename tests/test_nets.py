@@ -189,8 +189,8 @@ def test_dit_trains_and_samples_through_cfg(tmp_path):
 
 def test_checkpoint_without_net_in_its_config_loads_as_a_unet(tmp_path):
     """Checkpoints written before --net (and before num_classes was saved by ddpm.py) load as UNets."""
-    ckpt = ddpm.train(steps=1, ch=8, ch_mult="1", attn=False, batch_size=4, timesteps=20, warmup=1, device="cpu",
-                      out=str(tmp_path / "new"))
+    ckpt = ddpm.train(steps=1, patch=1, ch=8, ch_mult="1", attn=False, batch_size=4, timesteps=20, warmup=1,
+                      device="cpu", out=str(tmp_path / "new"))  # checkpoints before --patch were full resolution
     ck = torch.load(ckpt, weights_only=True)
     for k in ("net", "patch", "dit_size", "dit_depth", "dit_width", "dit_heads", "dit_patch"):
         del ck["config"][k]

@@ -1,0 +1,181 @@
+"""Time-to-quality curves of ddpm.py recipes on mnist5k: FID and classifier confidence of the EMA weights against
+seconds of training, at equal time, one run at a time (issue 15).
+
+    python scripts/curves.py train old-default --budget 340  # train, keeping EMA snapshots at 1/4, 2/4, 3/4, 4/4
+    python scripts/curves.py eval old-default                # 1,000 samples per snapshot (dpm++2m, 20 calls), scored
+    python scripts/curves.py plot                            # the figure of the README and a table of the last points
+    python scripts/curves.py list                            # the recipes (ddpm.train options) this script knows
+
+`train` runs ddpm.train itself with the recipe's options and stops it once `--budget` seconds of the training loop
+have passed (wall clock from the loop's start, without the time spent writing snapshots), so every recipe gets the
+same time whatever its seconds per step. Run it on an idle machine (`cat /proc/loadavg`), nothing else at the same
+time. `eval` is not timed and may run beside other work. Results: one JSON line per snapshot in bench/curves.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("GENMODELS_QUIET", "1")
+
+import ddpm  # noqa: E402
+import training  # noqa: E402
+
+# ddpm.py's defaults before issue 15; every recipe is these plus its changes, so that a recipe means the same run
+# whatever ddpm.py's defaults are today
+BEFORE = dict(patch=1, ch=32, batch_size=64, lr=2e-3, prediction="eps", min_snr=5.0, t_sampling="uniform",
+              schedule="linear", ema_decay=0.995)
+# name -> (the changes to BEFORE, what the recipe tests)
+RECIPES = {
+    "old-default": ({}, "ddpm.py's defaults before issue 15: UNet 32/64/64 at 28x28, batch 64, eps + min-SNR-5"),
+    "patch2": ({"patch": 2}, "the same UNet on 2x2 patches: its first level at 14x14, 4x cheaper a step"),
+    "patch2-ch48": ({"patch": 2, "ch": 48}, "patch 2 with the width the saved time buys"),
+    "patch2-ch64": ({"patch": 2, "ch": 64}, "patch 2, twice the width"),
+    "bs32": ({"batch_size": 32}, "half the batch, twice the steps"),
+    "v": ({"prediction": "v"}, "v-prediction with min-SNR-5 (Salimans & Ho 2022; Hang et al. 2023)"),
+    "edm": ({"prediction": "v", "min_snr": 0, "t_sampling": "lognormal"},
+            "EDM's training (Karras et al. 2022): log-normal noise levels, the unit-weight F target (= v for "
+            "sigma_data = 1)"),
+    "lognormal": ({"t_sampling": "lognormal"}, "EDM's log-normal noise levels with eps + min-SNR-5"),
+    "cosine": ({"schedule": "cosine"}, "cosine schedule (Nichol & Dhariwal 2021)"),
+    "patch2-edm": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal"},
+                   "patch 2 with EDM's training"),
+    "patch2-edm-ema999": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal",
+                           "ema_decay": 0.999}, "patch 2, EDM's training, a longer EMA (0.999: ~1,000 steps)"),
+    "patch2-edm-bs32": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal", "batch_size": 32},
+                        "patch 2, EDM's training, batch 32"),
+    "ch16-first": ({"ch": 16, "ch_mult": "1,4,4"}, "a cheaper first level: 16 channels at 28x28, 64 below"),
+}
+
+
+class Budget(Exception):
+    """Raised inside the training loop when the time budget is spent."""
+
+
+def train(name: str, budget: float, points: int, runs: Path) -> None:
+    opts = {**BEFORE, **RECIPES[name][0]}
+    run = runs / name
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir(parents=True)
+    marks = [budget * (i + 1) / points for i in range(points)]
+    original, paused = training.Trainer.step, [0.0]
+
+    def step(self, loss, part=None, **metrics):  # before the step: the EMA holds every step so far
+        elapsed = time.time() - self.t0 - paused[0]
+        if elapsed >= marks[0]:
+            t = time.time()
+            torch.save({"config": self.config, "ema": self.ema.module.state_dict(), "step": self.step_num,
+                        "sec": round(elapsed, 1), "shape": list(self.ds.shape)}, run / f"snap-{len(os.listdir(run))}.pt")
+            marks.pop(0)
+            paused[0] += time.time() - t
+            if not marks:
+                raise Budget
+        original(self, loss, part, **metrics)
+
+    training.Trainer.step = step
+    print(f"{name}: training {budget:.0f} s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    try:
+        ddpm.train(**{**opts, "steps": 10 ** 7, "out": str(run / "run"), "device": "cpu", "ckpt_every": 10 ** 7})
+    except Budget:
+        pass
+    finally:
+        training.Trainer.step = original
+
+
+def evaluate(name: str, n: int, runs: Path, results: Path) -> None:
+    import data as datasets
+    import fid
+
+    real = datasets.load("mnist5k", "test").x
+    f_real = fid.features(real, "mnist")
+    snaps = sorted((runs / name).glob("snap-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    for path in snaps:
+        s = torch.load(path, weights_only=False)
+        model = ddpm.build(s["config"], tuple(s["shape"]))
+        model.load_state_dict({k.removeprefix("module."): v for k, v in s["ema"].items()})
+        model.shape = tuple(s["shape"])
+        model.eval()
+        x = ddpm.generate(model, n, generator=torch.Generator().manual_seed(0))  # dpm++2m, 20 calls
+        probs = fid.classify(x)
+        row = dict(recipe=name, options=RECIPES[name][0], sec=s["sec"], step=s["step"],
+                   fid=round(fid.fid(f_real, fid.features(x, "mnist")), 3),
+                   confident=round(float((probs.max(1).values > 0.9).float().mean()), 3),
+                   classes=int(probs.argmax(1).unique().numel()), n=n, sampler="dpm++2m 20",
+                   when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        print(json.dumps(row), flush=True)
+        with open(results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def plot(results: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    latest: dict[tuple[str, float], dict] = {}
+    for r in rows:  # the last evaluation of each (recipe, time) wins
+        latest[(r["recipe"], r["sec"])] = r
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    by_recipe: dict[str, list[dict]] = {}
+    for r in latest.values():
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    for name, rs in by_recipe.items():
+        rs.sort(key=lambda r: r["sec"])
+        a1.plot([r["sec"] for r in rs], [r["fid"] for r in rs], "o-", label=name)
+        a2.plot([r["sec"] for r in rs], [100 * r["confident"] for r in rs], "o-", label=name)
+    a1.set(xlabel="training seconds (2 CPU cores)", ylabel="FID (fid.py MNIST features, 1,000 samples)", yscale="log")
+    a2.set(xlabel="training seconds (2 CPU cores)", ylabel="% of samples the classifier is > 90% sure of")
+    a1.set_yticks([6, 8, 10, 15, 20, 30, 40, 60], ["6", "8", "10", "15", "20", "30", "40", "60"])
+    a1.minorticks_off()
+    a1.legend(fontsize=8)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+    print("| recipe | options | steps | seconds | FID | > 90% sure | classes |\n|---|---|---|---|---|---|---|")
+    for name, rs in by_recipe.items():
+        r = rs[-1]
+        opts = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["options"].items()) or "(defaults)"
+        print(f"| {name} | `{opts}` | {r['step']} | {r['sec']:.0f} | {r['fid']:.2f} | {100 * r['confident']:.0f}% | "
+              f"{r['classes']} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["train", "eval", "plot", "list"])
+    ap.add_argument("recipes", nargs="*", help="recipe names (see `list`)")
+    ap.add_argument("--budget", type=float, default=340.0, help="seconds of training loop per recipe")
+    ap.add_argument("--points", type=int, default=4, help="EMA snapshots per run, evenly spaced in time")
+    ap.add_argument("--n", type=int, default=1000, help="samples scored per snapshot")
+    ap.add_argument("--runs", default="runs/curves")
+    ap.add_argument("--results", default="bench/curves.jsonl")
+    ap.add_argument("--png", default="assets/readme/ddpm-curves.png")
+    a = ap.parse_args()
+    unknown = [r for r in a.recipes if r not in RECIPES]
+    if unknown:
+        sys.exit(f"unknown recipe {unknown[0]!r}; `python scripts/curves.py list` shows them")
+    if a.command == "list":
+        for name, (opts, why) in RECIPES.items():
+            print(f"{name:16s} {json.dumps(opts):60s} {why}")
+    for name in a.recipes:
+        if a.command == "train":
+            train(name, a.budget, a.points, Path(a.runs))
+        elif a.command == "eval":
+            evaluate(name, a.n, Path(a.runs), Path(a.results))
+    if a.command == "plot":
+        plot(Path(a.results), Path(a.png))
+
+
+if __name__ == "__main__":
+    main()
