@@ -72,8 +72,9 @@ def train(name: str, budget: float, points: int, runs: Path) -> None:
         elapsed = time.time() - self.t0 - paused[0]
         if elapsed >= marks[0]:
             t = time.time()
+            snap = run / f"snap-{points - len(marks) + 1}.pt"
             torch.save({"config": self.config, "ema": self.ema.module.state_dict(), "step": self.step_num,
-                        "sec": round(elapsed, 1), "shape": list(self.ds.shape)}, run / f"snap-{len(os.listdir(run))}.pt")
+                        "sec": round(elapsed, 1), "shape": list(self.ds.shape)}, snap)
             marks.pop(0)
             paused[0] += time.time() - t
             if not marks:
@@ -100,7 +101,7 @@ def evaluate(name: str, n: int, runs: Path, results: Path) -> None:
     for path in snaps:
         s = torch.load(path, weights_only=False)
         model = ddpm.build(s["config"], tuple(s["shape"]))
-        model.load_state_dict({k.removeprefix("module."): v for k, v in s["ema"].items()})
+        model.load_state_dict(s["ema"])
         model.shape = tuple(s["shape"])
         model.eval()
         x = ddpm.generate(model, n, generator=torch.Generator().manual_seed(0))  # dpm++2m, 20 calls
