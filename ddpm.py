@@ -4,7 +4,9 @@ What it optimizes (Ho et al. 2020, https://arxiv.org/abs/2006.11239): the forwar
 q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)  (eq. 4); a network eps_theta(x_t, t) learns to predict
 that noise with L_simple = E ||eps - eps_theta(x_t, t)||^2 (eq. 14), a reweighted variational bound. Here the loss may
 be weighted by min-SNR-gamma (Hang et al. 2023, https://arxiv.org/abs/2303.09556) and the network may predict
-v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 instead (Salimans & Ho 2022, https://arxiv.org/abs/2202.00512).
+v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0 instead (Salimans & Ho 2022, https://arxiv.org/abs/2202.00512),
+and training may draw t from EDM's log-normal noise levels (Karras et al. 2022, https://arxiv.org/abs/2206.00364): the
+default, v with unit weight and log-normal t, is EDM's training for sigma_data = 1 on the discrete VP steps.
 
 Algorithm -> function:
     forward process q(x_t | x_0), eq. 4             -> DDPM.q_sample
