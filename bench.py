@@ -1,6 +1,6 @@
 """bench.py: the lesson's trade-off table (quality, diversity, stability, likelihood, sampling speed), measured.
 
-Every family (vae, gan, flow, ebm, score, ddpm, cfg) is trained on the same data under the same wall-clock budget and
+Every family (vae, gan, flow, ebm, score, ddpm, cfg, fm) is trained on the same data under the same wall-clock budget and
 scored by the same protocol (fid.py), so that each claim of the lesson's table holds or fails on one machine:
     VAE: good likelihood, blurry samples   GAN: sharp, unstable, mode collapse   flow: exact likelihood, slowish
     EBM: slow sampling                     diffusion (ddpm, score): high quality, slow sampling
@@ -14,7 +14,8 @@ Suites (`--suite`):
     mnist     mnist5k: FID/KID with fid.py's MNIST features against the test split, precision/recall, inception
               score, classes covered, bits/dim where available.
     samplers  one trained DDPM (the mnist suite's): ddpm at 1000 steps, ddim at 10/20/50/100 with eta 0 and 1,
-              dpm++2m at 10/15/20: quality against NFE (fid_vs_nfe.png) and the Method/Steps/Speed/Quality-drop table.
+              dpm++2m at 10/15/20: quality against NFE (fid_vs_nfe.png) and the Method/Steps/Speed/Quality-drop table;
+              the flow-matching model of fm.py (its mnist suite checkpoint) with Euler at 1..32 and Heun at 1..16 steps.
     guidance  the classifier-free guidance sweep of cfg.py (guidance scale against FID / precision / recall).
 
 Budgets. `--budget S` seconds of training loop per model (default per suite). The step count that fits is chosen by
@@ -106,7 +107,7 @@ def count_rows(target):
 # ----------------------------------------------------------------------------------------------------- the families
 # Every model file bench measures, in the order of the tables. Adding a family = a file with the surface below + its
 # name here. bench holds no per-family code: what to train, how to sample and score comes from the file's BENCH dict.
-MODELS = ("vae", "gan", "flow", "ebm", "score", "ddpm", "cfg")
+MODELS = ("vae", "gan", "flow", "ebm", "score", "ddpm", "cfg", "fm")
 SURFACE = ("train", "load", "generate", "BENCH")  # likelihood(model, x, **settings) where the family has one
 
 
@@ -769,7 +770,8 @@ def samplers_markdown(rows: list[dict]) -> str:
     for r in ok:
         speed = base["ms_per_sample"] / r["ms_per_sample"]
         drop = r["fid"] - base["fid"]
-        body.append([r["method"].upper() if r["method"] != "dpm++2m" else "DPM-Solver++(2M)",
+        method = r["method"].upper() if r["method"] != "dpm++2m" else "DPM-Solver++(2M)"
+        body.append([method if r["model"] == base["model"] else f"{r['model']}.py {method}",  # another family's solver
                      str(r["sampler_steps"]) + (f" (eta {r['eta']:g})" if r["method"] == "ddim" else ""),
                      f"{speed:.1f}x (NFE {r['nfe']:.0f})", f"{r['fid']:.2f} ({drop:+.2f}, {100 * drop / base['fid']:+.0f}%)",
                      f"{r['kid']:.4f}", f"{r['precision']:.3f} / {r['recall']:.3f}", f"{r['ms_per_sample']:.2f}"])
@@ -829,10 +831,13 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
                 pts = sorted((r["nfe"], r["fid"]) for r in rd if sel(r))
                 if pts:
                     ax.plot(*zip(*pts), style, label=label, ms=5)
+            for m, method in sorted({(r["model"], r["method"]) for r in rd if r["model"] != "ddpm"}):  # other families
+                pts = sorted((r["nfe"], r["fid"]) for r in rd if (r["model"], r["method"]) == (m, method))
+                ax.plot(*zip(*pts), "x--", label=f"{m}.py {method}", ms=5)
             ax.set_xscale("log")
             ax.set_xlabel("network calls per sample (NFE)")
             ax.set_ylabel("FID (fid.py MNIST features)" if d not in TOYS else "Frechet distance (coordinates)")
-            ax.set_title(f"DDPM samplers on {d}: quality against NFE (n = {rd[0]['n_samples']})", fontsize=9)
+            ax.set_title(f"Samplers on {d}: quality against NFE (n = {rd[0]['n_samples']})", fontsize=9)
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
         fig.tight_layout()
@@ -925,7 +930,7 @@ def main(
     out: Annotated[str, typer.Option(help="folder for results.json, results.md, samples.png, fid_vs_nfe.png")] = "bench",
     runs: Annotated[str, typer.Option(help="folder for checkpoints (reused when their config matches) and the plan")]
     = "runs/bench",
-    families: Annotated[str, typer.Option(help="comma-separated subset of vae,gan,flow,ebm,score,ddpm,cfg (default all)")]
+    families: Annotated[str, typer.Option(help="comma-separated subset of " + ",".join(MODELS) + " (default all)")]
     = "",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,

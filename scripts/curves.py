@@ -1,9 +1,10 @@
-"""Time-to-quality curves of ddpm.py recipes on mnist5k: FID and classifier confidence of the EMA weights against
-seconds of training, at equal time, one run at a time (issue 15).
+"""Time-to-quality curves of ddpm.py (and fm.py) recipes on mnist5k: FID and classifier confidence of the EMA weights
+against seconds of training, at equal time, one run at a time (issues 15 and 16).
 
     python scripts/curves.py train old-default --budget 340  # train, keeping EMA snapshots at 1/4, 2/4, 3/4, 4/4
     python scripts/curves.py eval old-default                # 1,000 samples per snapshot (dpm++2m, 20 calls), scored
     python scripts/curves.py plot                            # the figure of the README and a table of the last points
+    python scripts/curves.py plot old-default fm patch2-edm-ema999 fm-patch2-ema999 --png assets/readme/fm-curves.png
     python scripts/curves.py list                            # the recipes (ddpm.train options) this script knows
 
 `train` runs ddpm.train itself with the recipe's options and stops it once `--budget` seconds of the training loop
@@ -33,7 +34,9 @@ import training  # noqa: E402
 # whatever ddpm.py's defaults are today
 BEFORE = dict(patch=1, ch=32, batch_size=64, lr=2e-3, prediction="eps", min_snr=5.0, t_sampling="uniform",
               schedule="linear", ema_decay=0.995)
-# name -> (the changes to BEFORE, what the recipe tests)
+# fm.py's recipes (names "fm..."): the same backbone, batch, learning rate and EMA as BEFORE, flow matching's loss
+FM_BEFORE = dict(patch=1, ch=32, batch_size=64, lr=2e-3, t_sampling="uniform", coupling="independent", ema_decay=0.995)
+# name -> (the changes to BEFORE, or to FM_BEFORE for a name starting with "fm", what the recipe tests)
 RECIPES = {
     "old-default": ({}, "ddpm.py's defaults before issue 15: UNet 32/64/64 at 28x28, batch 64, eps + min-SNR-5"),
     "patch2": ({"patch": 2}, "the same UNet on 2x2 patches: its first level at 14x14, 4x cheaper a step"),
@@ -53,7 +56,15 @@ RECIPES = {
     "patch2-edm-bs32": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal", "batch_size": 32},
                         "patch 2, EDM's training, batch 32"),
     "ch16-first": ({"ch": 16, "ch_mult": "1,4,4"}, "a cheaper first level: 16 channels at 28x28, 64 below"),
+    "fm": ({}, "fm.py's flow matching (straight path, velocity target, uniform t) on old-default's backbone"),
+    "fm-patch2-ema999": ({"patch": 2, "ema_decay": 0.999}, "fm.py on patch2-edm-ema999's backbone and EMA"),
 }
+
+
+def family(name: str):
+    """The model file of a recipe and the options it starts from."""
+    import fm
+    return (fm, FM_BEFORE) if name.startswith("fm") else (ddpm, BEFORE)
 
 
 class Budget(Exception):
@@ -61,7 +72,8 @@ class Budget(Exception):
 
 
 def train(name: str, budget: float, points: int, runs: Path) -> None:
-    opts = {**BEFORE, **RECIPES[name][0]}
+    module, before = family(name)
+    opts = {**before, **RECIPES[name][0]}
     run = runs / name
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
@@ -84,7 +96,7 @@ def train(name: str, budget: float, points: int, runs: Path) -> None:
     training.Trainer.step = step
     print(f"{name}: training {budget:.0f} s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     try:
-        ddpm.train(**{**opts, "steps": 10 ** 7, "out": str(run / "run"), "device": "cpu", "ckpt_every": 10 ** 7})
+        module.train(**{**opts, "steps": 10 ** 7, "out": str(run / "run"), "device": "cpu", "ckpt_every": 10 ** 7})
     except Budget:
         pass
     finally:
@@ -98,30 +110,34 @@ def evaluate(name: str, n: int, runs: Path, results: Path) -> None:
     real = datasets.load("mnist5k", "test").x
     f_real = fid.features(real, "mnist")
     snaps = sorted((runs / name).glob("snap-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    module = family(name)[0]
     for path in snaps:
         s = torch.load(path, weights_only=False)
-        model = ddpm.build(s["config"], tuple(s["shape"]))
+        model = module.build(s["config"], tuple(s["shape"]))
         model.load_state_dict(s["ema"])
         model.shape = tuple(s["shape"])
         model.eval()
-        x = ddpm.generate(model, n, generator=torch.Generator().manual_seed(0))  # dpm++2m, 20 calls
+        x = module.generate(model, n, generator=torch.Generator().manual_seed(0))  # 20 calls: ddpm's dpm++2m 20, fm's midpoint 10
         probs = fid.classify(x)
         row = dict(recipe=name, options=RECIPES[name][0], sec=s["sec"], step=s["step"],
                    fid=round(fid.fid(f_real, fid.features(x, "mnist")), 3),
                    confident=round(float((probs.max(1).values > 0.9).float().mean()), 3),
-                   classes=int(probs.argmax(1).unique().numel()), n=n, sampler="dpm++2m 20",
+                   classes=int(probs.argmax(1).unique().numel()), n=n,
+                   sampler="midpoint 10" if module.__name__ == "fm" else "dpm++2m 20",
                    when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         print(json.dumps(row), flush=True)
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
 
 
-def plot(results: Path, png: Path) -> None:
+def plot(results: Path, png: Path, only: list[str]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in results.read_text().splitlines()]
+    rows = [r for r in rows if not only or r["recipe"] in only]  # the named recipes, in their order
+    rows.sort(key=lambda r: only.index(r["recipe"]) if only else 0)
     latest: dict[tuple[str, float], dict] = {}
     for r in rows:  # the last evaluation of each (recipe, time) wins
         latest[(r["recipe"], r["sec"])] = r
@@ -175,7 +191,7 @@ def main() -> None:
         elif a.command == "eval":
             evaluate(name, a.n, Path(a.runs), Path(a.results))
     if a.command == "plot":
-        plot(Path(a.results), Path(a.png))
+        plot(Path(a.results), Path(a.png), a.recipes)
 
 
 if __name__ == "__main__":

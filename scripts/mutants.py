@@ -113,6 +113,51 @@ add("ddpm-vlb-too-tight", "ddpm.py", "mu_p, _ = posterior(ab[t_], ab_s, x_t, x0_
 add("ddpm-vlb-float32-schedule", "ddpm.py", "betas, ab = self.betas64.to(x_0.device), self.alpha_bar64.to(x_0.device)", "betas, ab = self.betas.double(), self.alpha_bar.double()", "tests/test_ddpm.py::test_vlb_of_float32_model_keeps_float64_schedule")
 
 
+# fm.py: the path and target, t sampling, the OT coupling, the three ODE steps, the likelihood (trace, Hutchinson,
+# direction, prior, dequantization, bits/dim, data-space Jacobian), straightness, guidance, label dropout, reflow
+T_FM = "tests/test_fm.py"
+LOSS = f"{T_FM}::test_loss_is_the_straight_path_target"
+ORDER = f"{T_FM}::test_error_falls_2x_for_euler_and_4x_for_heun_when_steps_double"
+BYHAND = f"{T_FM}::test_one_step_on_a_linear_ode_by_hand"
+CALLS_T = f"{T_FM}::test_network_calls_are_counted"
+GAUSS_LL = f"{T_FM}::test_log_likelihood_of_the_exact_velocity_is_the_gaussian_density"
+HUTCH = f"{T_FM}::test_divergence_exact_trace_and_hutchinson_mean_over_every_probe"
+HUTCH_LL = f"{T_FM}::test_hutchinson_log_likelihood_is_unbiased"
+add("fm-path-swapped", "fm.py", "return (1 - t) * x_0 + t * x_1", "return t * x_0 + (1 - t) * x_1", LOSS)
+add("fm-target-sign", "fm.py", "return x_1 - x_0\n", "return x_0 - x_1\n", LOSS)
+add("fm-time-scale", "fm.py", "return self.net(x, TIME_SCALE * t, y)", "return self.net(x, t, y)", LOSS)
+add("fm-loss-sum-dims", "fm.py", "target(x_0, x_1)) ** 2).flatten(1).mean(1), t", "target(x_0, x_1)) ** 2).flatten(1).sum(1), t", LOSS)
+add("fm-logit-normal-scale", "fm.py", "torch.sigmoid(torch.randn(n,", "torch.sigmoid(2 * torch.randn(n,", f"{T_FM}::test_t_sampling_distributions")
+add("fm-ot-maximize", "fm.py", "linear_sum_assignment(cost.cpu().numpy())", "linear_sum_assignment(cost.cpu().numpy(), maximize=True)", f"{T_FM}::test_ot_coupling_is_the_optimal_permutation")
+add("fm-ot-unsquared", "fm.py", "x_0.flatten(1).double()) ** 2", "x_0.flatten(1).double())", f"{T_FM}::test_ot_coupling_is_the_optimal_permutation")
+add("fm-ot-not-applied", "fm.py", 'if self.coupling == "ot":', "if False:", f"{T_FM}::test_loss_draws_noise_then_couples_then_t")
+add("fm-euler-end-slope", "fm.py", "return x + h * f(x, t)\n", "return x + h * f(x, t + h)\n", f"{BYHAND} {CALLS_T}")
+add("fm-midpoint-full-step", "fm.py", "return x + h * f(x + h / 2 * f(x, t), t + h / 2)", "return x + h * f(x + h * f(x, t), t + h / 2)", BYHAND)
+add("fm-midpoint-time", "fm.py", "return x + h * f(x + h / 2 * f(x, t), t + h / 2)", "return x + h * f(x + h / 2 * f(x, t), t)", f"{ORDER} {CALLS_T}")
+add("fm-heun-corrector-only", "fm.py", "return x + h / 2 * (d1 + d2)", "return x + h * d2", BYHAND)
+add("fm-heun-predictor-time", "fm.py", "d2 = f(x + h * d1, t + h)", "d2 = f(x + h * d1, t)", f"{ORDER} {CALLS_T}")
+add("fm-heun-calls", "fm.py", 'CALLS = {"euler": 1, "midpoint": 2, "heun": 2}', 'CALLS = {"euler": 1, "midpoint": 2, "heun": 1}', CALLS_T)
+add("fm-exact-divergence-index", "fm.py", "div = div + g.flatten(1)[:, i]", "div = div + g.flatten(1)[:, 0]", HUTCH)
+add("fm-hutchinson-no-probe", "fm.py", "(eps_J * eps).flatten(1).sum(1)", "eps_J.flatten(1).sum(1)", f"{HUTCH} {HUTCH_LL}")
+add("fm-hutchinson-not-rademacher", "fm.py", "eps = (2.0 * eps - 1).to(x_1.device, dtype)", "eps = (1.0 * eps).to(x_1.device, dtype)", HUTCH_LL)
+add("fm-llh-divergence-sign", "fm.py", "- 0.5 * D * math.log(2 * math.pi) + l_0", "- 0.5 * D * math.log(2 * math.pi) - l_0", GAUSS_LL)
+add("fm-llh-forward-in-time", "fm.py", "z = integrate(f, z, time_grid(steps, spacing)[::-1], method)", "z = integrate(f, z, time_grid(steps, spacing), method)", GAUSS_LL)
+add("fm-logit-grid-one-sided", "fm.py", "torch.linspace(-lam, lam, steps - 1,", "torch.linspace(-lam, 0.0, steps - 1,", f"{T_FM}::test_time_grids")
+add("fm-llh-prior-per-example", "fm.py", "- 0.5 * D * math.log(2 * math.pi) + l_0", "- 0.5 * math.log(2 * math.pi) + l_0", GAUSS_LL)
+add("fm-dequantize-not-centred", "fm.py", "return x + (u - 0.5) / 127.5", "return x + u / 127.5", f"{T_FM}::test_dequantization_and_bits_per_dim_are_flows_protocol")
+add("fm-bpd-bin-width", "fm.py", "(-log_p_z + D * math.log(127.5))", "(-log_p_z + D * math.log(256))", f"{T_FM}::test_dequantization_and_bits_per_dim_are_flows_protocol")
+add("fm-points-jacobian-sign", "fm.py", "float(-logp.mean() + model.scale.log().sum().cpu())", "float(-logp.mean() - model.scale.log().sum().cpu())", f"{T_FM}::test_likelihood_in_data_space")
+add("fm-images-not-dequantized", "fm.py", "z = dequantize(xb, g).to(dev) if images", "z = xb.to(dev) if images", f"{T_FM}::test_likelihood_in_data_space")
+add("fm-straightness-no-spread", "fm.py", "return float((sq - dist).mean()), float(dist.mean())", "return float(sq.mean()), float(dist.mean())", f"{T_FM}::test_straightness_against_the_gaussian_flow")
+add("fm-guidance-wrong-null", "fm.py", "nets.guided(model.velocity, x, t, y_c, s, model.num_classes)", "nets.guided(model.velocity, x, t, y_c, s, model.num_classes - 1)", f"{T_FM}::test_guided_velocity_mixes_conditional_and_null")
+add("fm-label-dropout-inverted", "fm.py", "torch.rand(y.shape, device=y.device) < p_uncond", "torch.rand(y.shape, device=y.device) > p_uncond", f"{T_FM}::test_label_dropout_rate_is_p_uncond")
+add("fm-generate-x0-before-labels", "fm.py", "        y_b = (torch.randint(C, (b,), generator=generator, device=where) if y is None else y[i:i + b]) if C else None\n        x_0 = torch.randn((b, *model.shape), generator=generator, device=where).to(dev)\n",
+    "        x_0 = torch.randn((b, *model.shape), generator=generator, device=where).to(dev)\n        y_b = (torch.randint(C, (b,), generator=generator, device=where) if y is None else y[i:i + b]) if C else None\n",
+    f"{T_FM}::test_generate_draws_labels_then_x_0_per_batch_and_refuses_bad_labels")
+add("fm-reflow-fresh-noise", "fm.py", "x_0, x_1 = (x[:, 0], x[:, 1]) if pairs", "x_0, x_1 = (None, x[:, 1]) if pairs", f"{T_FM}::test_points_sample_nll_reflow")
+add("fm-reflow-from-scratch", "fm.py", "    model.load_state_dict(base.state_dict())  # Liu et al. start the k+1-th flow from the k-th\n", "", f"{T_FM}::test_points_sample_nll_reflow")
+add("fm-seed-after-build", "fm.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "", f"{SAME}[fm]")
+add("fm-train-not-dequantized", "fm.py", "(None, dequantize(x) if images else model.normalize(x))", "(None, x if images else model.normalize(x))", f"{T_FM}::test_mnist5k_train_sample_nll_reflow_and_labels")
 
 # score.py: the DSM loss in closed form for Gaussian data (pins the sigma^2 weight), Algorithm 1's Langevin step
 # fid.py: precision/recall by hand (the k-th neighbour), rank-one Frechet distances, the KID kernel and its warning

@@ -57,3 +57,19 @@ def assert_one_line_error(proc, code=2):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1, proc.stderr
     assert "error" in lines[0]
+
+
+# A 2-D Gaussian mixture whose marginal eps, score and velocity the sampler tests of ddpm.py and fm.py know exactly
+CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+STD = 0.1
+
+
+def mixture_stats(x):
+    """(share of points within 3 std of a centre, weight of each component, spread around each centre)."""
+    d = (x.double()[:, None] - CENTERS[None]).norm(dim=-1)  # [N, K]
+    k = d.argmin(1)
+    within = (d.min(1).values < 3 * STD).double().mean().item()  # |x - mu| < 3 std: 98.9% of a 2-D Gaussian
+    weights = torch.bincount(k, minlength=3).double() / len(x)
+    spread = torch.stack([(x.double()[k == j] - CENTERS[j]).std() for j in range(3)])
+    return within, weights, spread

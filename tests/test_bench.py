@@ -46,7 +46,7 @@ def test_rows_have_documented_fields_and_sane_values(quick):
         assert r["nfe"] >= 1 and r["ms_per_sample"] > 0 and r["train_seconds"] > 0, r
         assert r["steps"] >= 10 and r["seeds_ok"] == 1 and r["n_samples"] == 500, r
         assert r["train_seconds"] < 30 * r["budget_s"], r  # the chosen step count fits the (1 s) budget
-        if r["model"] in ("flow", "vae", "ddpm", "ebm"):  # the families with a likelihood report it in nats
+        if r["model"] in ("flow", "vae", "ddpm", "ebm", "fm"):  # the families with a likelihood report it in nats
             assert math.isfinite(r["nll_nats"]), r
         else:
             assert r.get("nll_nats") is None, r
@@ -57,7 +57,8 @@ def test_nfe_is_counted_per_sample(quick):
     ok = {(r["model"], r["data"], r["sampler"]): r["nfe"] for r in quick["rows1"] if r["status"] == "ok"}
     expected = {"vae": {"decoder": 1}, "gan": {"G(z)": 1}, "flow": {"f^-1(z)": 1}, "ebm": {"langevin-20": 20},
                 "score": {"ald-20": 21}, "ddpm": {"ddpm-100": 100, "dpm++2m-20": 20},
-                "cfg": {"dpm++2m-20 s=1": 40, "dpm++2m-20 s=3": 40}}  # score: + 1 Tweedie step; cfg: doubled batch
+                "cfg": {"dpm++2m-20 s=1": 40, "dpm++2m-20 s=3": 40},  # score: + 1 Tweedie step; cfg: doubled batch
+                "fm": {"midpoint-10": 20, "euler-10": 10}}  # fm: 2 calls per midpoint step
     checked = 0
     for (model, data, sampler), nfe in ok.items():
         if sampler in expected.get(model, {}):

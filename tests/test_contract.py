@@ -25,6 +25,7 @@ TINY = {
     "score": dict(data="moons", hidden=8, levels=3, steps_per_level=2, batch_size=16),
     "ddpm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
     "cfg": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
+    "fm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2, coupling="ot"),
 }
 STEPS = 6
 

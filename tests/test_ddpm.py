@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import ddpm
 import nets
-from conftest import assert_one_line_error, run_cli
+from conftest import CENTERS, STD, WEIGHTS, assert_one_line_error, mixture_stats, run_cli
 
 
 def alpha_bar_of(schedule, T):
@@ -99,9 +99,6 @@ def test_vlb_never_exceeds_exact_nll(seed, x0):
 
 
 # ------------------------------------------------------------------------------------------- samplers
-CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
-WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-STD = 0.1
 
 
 def mixture_eps(alpha_bar, centers=CENTERS, weights=WEIGHTS, std=STD):
@@ -115,15 +112,6 @@ def mixture_eps(alpha_bar, centers=CENTERS, weights=WEIGHTS, std=STD):
         score = -(r[..., None] * d).sum(1) / v
         return (-(1 - ab).sqrt() * score).to(x.dtype)
     return eps_fn
-
-
-def mixture_stats(x):
-    d = (x.double()[:, None] - CENTERS[None]).norm(dim=-1)  # [N, K]
-    k = d.argmin(1)
-    within = (d.min(1).values < 3 * STD).double().mean().item()  # |x - mu| < 3 std: 98.9% of a 2-D Gaussian
-    weights = torch.bincount(k, minlength=3).double() / len(x)
-    spread = torch.stack([(x.double()[k == j] - CENTERS[j]).std() for j in range(3)])
-    return within, weights, spread
 
 
 AB = alpha_bar_of("linear", 1000).float()
