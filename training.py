@@ -261,11 +261,18 @@ class Trainer:
         if ema is not None:
             decay = ema_decay
 
-            def ema_avg(avg, cur, n):  # EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n))
-                d = min(decay, (1 + int(n)) / (10 + int(n)))
-                return d * avg + (1 - d) * cur
+            def ema_avg(avg: list, cur: list, n) -> None:  # EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n))
+                # all tensors of one dtype at once (foreach); n is read from the host-side count, not the tensor
+                # AveragedModel passes, so no step waits for the device
+                k = self.ema_n
+                d = min(decay, (1 + k) / (10 + k))
+                if avg[0].is_floating_point():
+                    torch._foreach_lerp_(avg, cur, 1 - d)  # avg + (1 - d) (cur - avg) = d avg + (1 - d) cur
+                else:  # integer buffers (BatchNorm's batch count) are copied
+                    torch._foreach_copy_(avg, cur)
 
-            self.ema = AveragedModel(self.raw[ema], avg_fn=ema_avg, use_buffers=True)
+            self.ema_n = 0  # updates so far, = self.ema.n_averaged, kept on the host
+            self.ema = AveragedModel(self.raw[ema], multi_avg_fn=ema_avg, use_buffers=True)
         self.ema_name = ema
         self.models = {}
         for k, m in self.raw.items():
@@ -319,6 +326,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(ck["ema"])
             self.ema.n_averaged.fill_(ck["ema_n"])
+            self.ema_n = int(ck["ema_n"])
         for k, o in self.opts.items():
             o.load_state_dict(ck["opts"][k])
         self.batches.load_state_dict(ck["batches"])
@@ -373,6 +381,7 @@ class Trainer:
                     self.step_num = s + 1
                     if self.ema is not None:
                         self.ema.update_parameters(self.raw[self.ema_name])
+                        self.ema_n += 1
                     if s % self.log_every == 0 or s + 1 == self.steps:  # the only host-device syncs of a step
                         self._check_losses()
                         m = {k: float(v) for k, v in self._metrics.items()}

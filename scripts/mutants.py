@@ -42,6 +42,11 @@ add("training-traceback-on-bad-steps", "training.py", 'check(steps > 0, f"--step
     "assert steps > 0", "tests/test_contract.py::test_bad_input_is_one_line_and_exit_2[vae]")
 add("training-resume-skips-optimizer", "training.py", "            o.load_state_dict(ck[\"opts\"][k])\n", "            pass\n",
     f"{SAME}[ddpm]")
+EMA_T = "tests/test_data_training.py::test_ema_is_the_warmed_up_average_of_the_weights_after_each_step"
+add("training-ema-no-warmup", "training.py", "d = min(decay, (1 + k) / (10 + k))", "d = decay", EMA_T)
+add("training-ema-lerp-weight", "training.py", "torch._foreach_lerp_(avg, cur, 1 - d)", "torch._foreach_lerp_(avg, cur, d)", EMA_T)
+add("training-ema-count-stuck", "training.py", "                        self.ema_n += 1\n", "", EMA_T)
+add("training-ema-count-not-resumed", "training.py", '            self.ema_n = int(ck["ema_n"])\n', "", EMA_T)
 
 # gan.py: the gradient penalty at the interpolates, per packed output; WGAN-GP's own defaults
 GP = "tests/test_gan.py::test_gradient_penalty_is_taken_at_the_interpolates"

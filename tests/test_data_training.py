@@ -152,6 +152,35 @@ def make_trainer(tmp_path, **kw):
     return training.Trainer("toy", {"lr": args["lr"]}, {"model": Net()}, ds, **args)
 
 
+@pytest.mark.parametrize("decay", [0.5, 0.9, 0.999])
+def test_ema_is_the_warmed_up_average_of_the_weights_after_each_step(tmp_path, decay):
+    """EMA_1 = w_1 (the first update copies), then EMA_n+1 = d_n EMA_n + (1 - d_n) w_n+1 with d_n = min(decay,
+    (1 + n) / (10 + n)), n the updates so far; and resuming halfway continues the same average."""
+    def run(steps, resume=False):
+        tr = make_trainer(tmp_path, steps=steps, ema_decay=decay, resume=resume, ckpt_every=6)
+        weights = []
+        for _, (x, _) in tr:
+            tr.step(tr.models["model"](x).pow(2).mean())
+            weights.append([p.detach().clone() for p in tr.raw["model"].parameters()])
+        tr.save()
+        return tr, weights
+
+    tr, weights = run(12)
+    expected = [w.double() for w in weights[0]]
+    for n, w in enumerate(weights[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * x.double() for e, x in zip(expected, w)]
+    for e, got in zip(expected, tr.ema.module.parameters()):
+        torch.testing.assert_close(got.double(), e, rtol=1e-5, atol=1e-6)
+    full = [p.clone() for p in tr.ema.module.parameters()]
+    import shutil
+    shutil.rmtree(tmp_path / "run")
+    run(6)
+    tr2, _ = run(12, resume=True)
+    for a, b in zip(full, tr2.ema.module.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # the losses are checked on logging steps and before each checkpoint (no sync per step): the NaN of step 6 is
     # found at the checkpoint of step 8, named with its own step, and that checkpoint is never written
