@@ -4,7 +4,7 @@ against seconds of training, at equal time, one run at a time (issues 15 and 16)
     python scripts/curves.py train old-default --budget 340  # train, keeping EMA snapshots at 1/4, 2/4, 3/4, 4/4
     python scripts/curves.py eval old-default                # 1,000 samples per snapshot (dpm++2m, 20 calls), scored
     python scripts/curves.py plot                            # the figure of the README and a table of the last points
-    python scripts/curves.py plot old-default fm patch2-edm-ema999 fm-patch2-ema999 --png assets/readme/fm-curves.png
+    python scripts/curves.py plot old-default fm patch2-edm-ema999 fm-patch2-ema999 patch2-edm-ema999-pm0 --png assets/readme/fm-curves.png
     python scripts/curves.py list                            # the recipes (ddpm.train options) this script knows
 
 `train` runs ddpm.train itself with the recipe's options and stops it once `--budget` seconds of the training loop
@@ -56,6 +56,10 @@ RECIPES = {
     "patch2-edm-bs32": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal", "batch_size": 32},
                         "patch 2, EDM's training, batch 32"),
     "ch16-first": ({"ch": 16, "ch_mult": "1,4,4"}, "a cheaper first level: 16 channels at 28x28, 64 below"),
+    "patch2-edm-ema999-pm0": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal",
+                               "ema_decay": 0.999, "p_mean": 0.0},
+                              "ddpm's default with EDM's P_mean moved from -1.2 to 0: ln sigma centred where fm.py's "
+                              "uniform t puts it (ln sigma = -logit t for the straight path)"),
     "fm": ({}, "fm.py's flow matching (straight path, velocity target, uniform t) on old-default's backbone"),
     "fm-patch2-ema999": ({"patch": 2, "ema_decay": 0.999}, "fm.py on patch2-edm-ema999's backbone and EMA"),
 }
