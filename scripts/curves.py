@@ -60,6 +60,8 @@ RECIPES = {
                                "ema_decay": 0.999, "p_mean": 0.0},
                               "ddpm's default with EDM's P_mean moved from -1.2 to 0: ln sigma centred where fm.py's "
                               "uniform t puts it (ln sigma = -logit t for the straight path)"),
+    "patch2-edm-ema999-pm0.5": ({"patch": 2, "prediction": "v", "min_snr": 0, "t_sampling": "lognormal",
+                                 "ema_decay": 0.999, "p_mean": 0.5}, "P_mean further up, to 0.5: more noise still"),
     "fm": ({}, "fm.py's flow matching (straight path, velocity target, uniform t) on old-default's backbone"),
     "fm-patch2-ema999": ({"patch": 2, "ema_decay": 0.999}, "fm.py on patch2-edm-ema999's backbone and EMA"),
 }
