@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 
 import nets  # the networks (UNet, DiT, MLP); DESIGN.md: the diffusion family's copyable unit is the file + nets.py
+from nets import bcast, noise_device  # tensor helpers the diffusion family shares
 
 
 # ----------------------------------------------------------------------------------------------------- schedules
@@ -84,17 +85,6 @@ def posterior(alpha_bar_t, alpha_bar_s, x_t, x_0):
     mean = (alpha_bar_s.sqrt() * beta / (1 - alpha_bar_t)) * x_0 \
         + ((1 - beta).sqrt() * (1 - alpha_bar_s) / (1 - alpha_bar_t)) * x_t
     return mean, var
-
-
-def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-example tensor [B] viewed as [B, 1, ..., 1], to broadcast against x [B, ...]."""
-    return a.view(-1, *[1] * (x.dim() - 1))
-
-
-def noise_device(generator: torch.Generator | None, default) -> torch.device:
-    """Where to draw noise: on the generator's own device (a CPU generator then gives the same numbers whatever the
-    model's device; the draw is moved there after), else on `default`."""
-    return generator.device if generator is not None else torch.device(default)
 
 
 def x0_from_eps(x_t, eps, alpha_bar):

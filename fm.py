@@ -49,20 +49,11 @@ import torch.nn as nn
 from scipy.optimize import linear_sum_assignment
 
 import nets  # the networks and the guidance mix (DESIGN.md: the copyable unit is this file + nets.py)
+from nets import bcast, noise_device  # tensor helpers the diffusion family shares
 
 TIME_SCALE = 1000.0  # the backbone sees 1000 t
 T_SAMPLING, COUPLINGS, METHODS = ("uniform", "logit-normal"), ("independent", "ot"), ("euler", "midpoint", "heun")
 P_UNCOND = 0.1  # label dropout (Ho & Salimans sec. 4)
-
-
-def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-example tensor [B] viewed as [B, 1, ..., 1], to broadcast against x [B, ...]."""
-    return a.view(-1, *[1] * (x.dim() - 1))
-
-
-def noise_device(generator, default) -> torch.device:
-    """Draw noise on the generator's device (a CPU generator gives the same numbers on any device), else on default."""
-    return generator.device if generator is not None else torch.device(default)
 
 
 # ----------------------------------------------------------------------------------------------------- path, t, coupling

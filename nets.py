@@ -266,6 +266,17 @@ class DiT(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------- guidance
+def bcast(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-example tensor [B] viewed as [B, 1, ..., 1], to broadcast against x [B, ...]."""
+    return a.view(-1, *[1] * (x.dim() - 1))
+
+
+def noise_device(generator: torch.Generator | None, default) -> torch.device:
+    """Where to draw noise: on the generator's own device (a CPU generator then gives the same numbers whatever the
+    model's device; the draw is moved there after), else on `default`."""
+    return generator.device if generator is not None else torch.device(default)
+
+
 def guided(net_fn: Callable, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, s: float, null: int) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6 with s = 1 + w): out_u + s (out_c - out_u), where
     out_c = net_fn(x, t, y) and out_u = net_fn(x, t, null) come from ONE call on the doubled batch [x, x] with labels
