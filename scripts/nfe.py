@@ -30,13 +30,16 @@ SAMPLERS = {
     "fm": [("euler", lambda k: {"method": "euler", "steps": k}),
            ("heun", lambda k: {"method": "heun", "steps": k // 2} if k % 2 == 0 else None)],
     "ddpm": [("dpm++2m", lambda k: {"method": "dpm++2m", "steps": k}),
-             ("ddim", lambda k: {"method": "ddim", "steps": k, "eta": 0.0})],
+             ("ddim", lambda k: {"method": "ddim", "steps": k, "eta": 0.0}),
+             ("ancestral", lambda k: {"method": "ddpm", "steps": k})],
+    "consistency": [("multistep", lambda k: {"steps": k})],  # Algorithm 1 on sampling_sigmas(k)
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("ckpts", nargs="+", help="FAMILY:PATH, FAMILY one of fm, ddpm")
+    ap.add_argument("ckpts", nargs="+", help="FAMILY:PATH, FAMILY one of fm, ddpm, consistency")
+    ap.add_argument("--methods", default="", help="only these samplers (comma-separated; default all)")
     ap.add_argument("--calls", default="1,2,4,8,16,32", help="network calls per sample")
     ap.add_argument("--n", type=int, default=1000, help="samples per point")
     ap.add_argument("--results", default="bench/nfe.jsonl")
@@ -51,6 +54,8 @@ def main() -> None:
         module = __import__(name)
         model = module.load(path, "cpu")
         for method, kwargs in SAMPLERS[name]:
+            if a.methods and method not in a.methods.split(","):
+                continue
             for k in calls:
                 kw = kwargs(k)
                 if kw is None or kw["steps"] < 1:

@@ -26,6 +26,7 @@ TINY = {
     "ddpm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
     "cfg": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
     "fm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2, coupling="ot"),
+    "consistency": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2, ct_double_every=2),
 }
 STEPS = 6
 
