@@ -32,12 +32,13 @@ time input, so a student starts from the teacher's weights: see Consistency); CD
 the teacher's nearest steps (the teacher only knows those), which also sets sigma_min to the teacher's smallest
 sigma; images are clamped to [-1, 1] after every call of sample (as Song et al.'s code does).
 
-Commands (idle 2-core development machine, 2026-12-01):
-    python ddpm.py train && python consistency.py train --teacher runs/ddpm-mnist5k/ckpt.pt   # CD -> runs/consistency-mnist5k-cd/
-    python consistency.py sample --ckpt runs/consistency-mnist5k-cd/ckpt.pt --steps 2         # 2 calls per sample
-    python consistency.py train                                  # CT from scratch -> runs/consistency-mnist5k/
-    python consistency.py sample --n 1000 --out s.npz && python fid.py score s.npz mnist5k:test
-    python consistency.py train --data grid25 --steps 4000 --batch-size 256 --lr 1e-3          # 2-D toy, MLP
+Commands (idle 2-core development machine, 2026-12-02; README for the numbers):
+    python ddpm.py train && python consistency.py train --teacher runs/ddpm-mnist5k/ckpt.pt   # CD, 328 s -> runs/consistency-mnist5k-cd/
+    python consistency.py sample --ckpt runs/consistency-mnist5k-cd/ckpt.pt --steps 4   # FID 8.5 in 4 calls (1 call: 12.1)
+    python consistency.py train                                  # CT from scratch, 217 s -> runs/consistency-mnist5k/
+    python consistency.py sample --n 1000 --out s.npz && python fid.py score s.npz mnist5k:test   # CT 1 call: FID 55
+    python consistency.py sample --ckpt runs/consistency-mnist5k-cd/ckpt.pt --sigmas 80,1     # the levels by hand
+    python consistency.py train --data grid25 --teacher runs/ddpm-grid25/ckpt.pt --steps 5000 --batch-size 256 --levels 18
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from nets import bcast, noise_device  # tensor helpers the diffusion family shar
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0  # Karras et al. Table 1 (Song et al. use the same)
 P_MEAN, P_STD = -1.1, 2.0  # iCT's lognormal over levels (Song & Dhariwal sec. 3.5)
+SIGMA_MID = (1.0, 0.3)  # the re-noising levels of multistep sampling run from 1 down to 0.3 (see sampling_sigmas)
 LOSSES, SOLVERS = ("pseudo-huber", "l2"), ("heun", "euler")
 
 
@@ -147,13 +149,15 @@ def level_probs(sigmas: torch.Tensor, p_mean: float = P_MEAN, p_std: float = P_S
 
 
 def sampling_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> list[float]:
-    """The levels of a `steps`-call sample: sigma_max, then the Karras levels of a grid of steps + 1 (without its
-    last, sigma_min): [80] for 1 call, [80, 2.52] for 2, [80, 17.5, 2.52, 0.170] for 4 (with 0.002 and 80)."""
+    """The levels of a `steps`-call sample: sigma_max, then steps - 1 levels geometric from SIGMA_MID[0] down to
+    SIGMA_MID[1] (each kept above sigma_min): [80], [80, 1], [80, 1, 0.3], [80, 1, 0.55, 0.3]... Song et al. pick the
+    intermediate levels by search (iCT's two-step sampling on CIFAR-10 re-noises to 0.821); these are the best of a
+    small search on mnist5k (README)."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
-    if steps == 1:
-        return [sigma_max]
-    return karras_sigmas(steps + 1, sigma_min, sigma_max).flip(0)[:-1].tolist()
+    hi, lo = (max(s, 1.5 * sigma_min) for s in SIGMA_MID)
+    mid = [hi] if steps == 2 else torch.logspace(math.log10(hi), math.log10(lo), steps - 1, dtype=torch.float64).tolist()
+    return [sigma_max] + mid[:steps - 1]
 
 
 # ----------------------------------------------------------------------------------------------------- teacher, losses
@@ -281,6 +285,7 @@ def generate(model: Consistency, n: int, *, generator: torch.Generator | None = 
 # ----------------------------------------------------------------------------------------------------- commands
 # Everything below is plumbing for the command line; the algorithm is above.
 import copy  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
 
@@ -333,12 +338,12 @@ def load_teacher(path: str, data: str, device: str) -> "ddpm.DDPM":
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
     teacher: Annotated[str | None, Opt(help="a ddpm.py checkpoint: distill it (CD); none: train from scratch (CT)")] = None,
-    steps: Annotated[int, Opt(help="optimizer steps")] = 2500,
+    steps: Annotated[int, Opt(help="optimizer steps")] = 1500,
     batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
-    lr: Annotated[float, Opt(help="peak AdamW learning rate")] = 2e-4,
+    lr: Annotated[float, Opt(help="peak AdamW learning rate")] = 1e-3,
     warmup: Annotated[int, Opt(help="linear learning-rate warm-up steps")] = 100,
     loss: Annotated[str, Opt(help="distance d: pseudo-huber (iCT) or l2")] = "pseudo-huber",
-    levels: Annotated[int, Opt(help="CD: number N of Karras levels (Song et al.: 18)")] = 18,
+    levels: Annotated[int, Opt(help="CD: number N of Karras levels (Song et al.: 18; 6 is best in minutes, README)")] = 6,
     solver: Annotated[str, Opt(help="CD: the teacher's ODE step, heun (2 calls) or euler (1 call = DDIM)")] = "heun",
     target_decay: Annotated[float, Opt(help="CD: EMA rate mu of the target network theta-")] = 0.95,
     ct_start: Annotated[int, Opt(help="CT: s0, the initial number of level intervals")] = 10,
@@ -374,7 +379,7 @@ def train(
 ) -> Path:
     """Train a consistency model: distill a ddpm.py checkpoint (--teacher, CD) or from scratch (CT); writes ckpt.pt,
     samples.png (1 call per sample) and metrics.jsonl to the run folder. With --teacher the network is the
-    teacher's (its backbone options replace these) and starts from its weights."""
+    teacher's (its backbone options replace these) and starts from its weights (a v-prediction teacher's)."""
     config = dict(locals())
     import data as datasets
 
@@ -409,7 +414,10 @@ def train(
     model = build(config, ds.shape, log_sigma, lo, hi, shift, scale)
     models = {"model": model}
     if teacher is not None:
-        model.net.load_state_dict(ddpm_model.net.state_dict())  # start from the teacher (Song et al.'s code does)
+        if ddpm_model.prediction == "v":  # then the student starts as the teacher's denoiser (see Consistency)
+            model.net.load_state_dict(ddpm_model.net.state_dict())  # start from the teacher (Song et al.'s code does)
+        else:
+            print("note: an eps-prediction teacher; the student starts from fresh weights", file=sys.stderr)
         models["target"] = copy.deepcopy(model).requires_grad_(False)  # theta- = theta at the start
     tr = training.Trainer("consistency", config, models, ds, steps=steps, batch_size=batch_size, lr=lr, out=out,
                           device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,

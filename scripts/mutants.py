@@ -165,6 +165,40 @@ add("fm-reflow-from-scratch", "fm.py", "    model.load_state_dict(base.state_dic
 add("fm-seed-after-build", "fm.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "", f"{SAME}[fm]")
 add("fm-train-not-dequantized", "fm.py", "(None, dequantize(x) if images else model.normalize(x))", "(None, x if images else model.normalize(x))", f"{T_FM}::test_mnist5k_train_sample_nll_reflow_and_labels")
 
+# consistency.py: the boundary condition and scalings, the teacher's parameterization and time axis, the Karras levels,
+# the CT curriculum and level probabilities, the teacher's ODE step (Euler = DDIM, Heun), the sampler's re-noising,
+# pseudo-Huber, CT's shared z, weight and stop-gradient, CD's step direction and EMA target, the start from the teacher
+T_CM = "tests/test_consistency.py"
+BOUND = f"{T_CM}::test_boundary_condition_holds_exactly_for_any_network"
+PARAM = f"{T_CM}::test_the_parameterization_is_ddpm_v_prediction_so_a_teacher_initialized_student_is_its_denoiser"
+GAUSS_CM = f"{T_CM}::test_exact_consistency_function_samples_the_data_in_one_and_two_steps"
+TRAJ = f"{T_CM}::test_teacher_steps_follow_the_exact_gaussian_trajectory"
+DDIM_CM = f"{T_CM}::test_the_euler_teacher_step_is_ddpms_ddim_step_between_the_same_levels"
+CT_T = f"{T_CM}::test_ct_loss_uses_the_same_z_at_both_levels_the_weight_and_a_stopped_target"
+CD_ZERO = f"{T_CM}::test_cd_loss_of_the_exact_consistency_function_with_an_exact_teacher_is_near_zero"
+add("cm-c-skip-unshifted", "consistency.py", "c_skip = 1 / (1 + ((sigma - sigma_min) / sigma_data) ** 2)", "c_skip = 1 / (1 + (sigma / sigma_data) ** 2)", BOUND)
+add("cm-c-out-unshifted", "consistency.py", "c_out = sigma_data * (sigma - sigma_min) /", "c_out = sigma_data * sigma /", BOUND)
+add("cm-c-in-unit-sigma-data", "consistency.py", "return c_skip, c_out, 1 / (sigma ** 2 + sigma_data ** 2).sqrt()", "return c_skip, c_out, 1 / (sigma ** 2 + 1).sqrt()", BOUND)
+add("cm-network-sign", "consistency.py", "F = -self.net(c_in * x, self.time(sigma), y)", "F = self.net(c_in * x, self.time(sigma), y)", PARAM)
+add("cm-time-off-by-one", "consistency.py", "return ((i - 1) + (log_sigma", "return (i + (log_sigma", f"{PARAM} {T_CM}::test_sampling_levels_and_time_axis")
+add("cm-karras-rho", "consistency.py", "i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho", "i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** (rho - 1)", f"{T_CM}::test_karras_levels_are_uniform_in_sigma_to_the_1_over_rho")
+add("cm-ct-levels-uncapped", "consistency.py", "return min(s0 * 2 ** (k // double_every), s1) + 1", "return s0 * 2 ** (k // double_every) + 1", f"{T_CM}::test_the_ct_curriculum_doubles_every_k_prime_steps_up_to_s1")
+add("cm-level-probs-no-sqrt2", "consistency.py", "(math.sqrt(2) * p_std))", "p_std)", f"{T_CM}::test_level_probabilities_are_the_lognormal_mass_between_levels")
+add("cm-sample-renoise-full-sigma", "consistency.py", "x_hat = x + math.sqrt(sigma ** 2 - sigma_min ** 2) * z", "x_hat = x + sigma * z", f"{GAUSS_CM} {T_CM}::test_sample_calls_f_once_per_level_and_renoises_to_each_level")
+add("cm-sample-no-renoise", "consistency.py", "x_hat = x + math.sqrt(sigma ** 2 - sigma_min ** 2) * z", "x_hat = x", GAUSS_CM)
+add("cm-heun-corrector-only", "consistency.py", "return x + (s_next - s) * (d + d_next) / 2", "return x + (s_next - s) * d_next", f"{TRAJ}[heun]")
+add("cm-euler-step-size", "consistency.py", "x_euler = x + (s_next - s) * d", "x_euler = x - s_next * d", f"{TRAJ} {DDIM_CM}")
+add("cm-teacher-unscaled-input", "consistency.py", "    x_t = ab.sqrt() * x\n", "    x_t = x\n", f"{DDIM_CM} {PARAM}")
+add("cm-pseudo-huber-c", "consistency.py", "c = 0.00054 * math.sqrt(diff.shape[1])", "c = 0.00054 * diff.shape[1]", f"{T_CM}::test_pseudo_huber_is_quadratic_near_zero_and_linear_far_with_c_from_the_dimension")
+add("cm-ct-fresh-z", "consistency.py", "target = f(x + bcast(sigma, x) * z, sigma)", "target = f(x + bcast(sigma, x) * torch.randn_like(z), sigma)", CT_T)
+add("cm-ct-no-weight", "consistency.py", "lam = 1 / (sigma_next - sigma)", "lam = 1.0", CT_T)
+add("cm-ct-target-gradient", "consistency.py", "    with torch.no_grad():\n        target = f(x + bcast(sigma, x) * z, sigma)", "    if True:\n        target = f(x + bcast(sigma, x) * z, sigma)", CT_T)
+add("cm-cd-step-upwards", "consistency.py", "x_hat = ode_step(denoise, x_next, sigma_next, sigma, solver)", "x_hat = ode_step(denoise, x_next, sigma_next, sigma_next * 1.5, solver)", CD_ZERO)
+add("cm-target-ema-weight", "consistency.py", "torch._foreach_lerp_(t, m, 1 - mu)", "torch._foreach_lerp_(t, m, mu)", f"{T_CM}::test_cd_target_gets_no_gradient_and_follows_the_ema_of_the_student")
+add("cm-cd-from-scratch", "consistency.py", "            model.net.load_state_dict(ddpm_model.net.state_dict())  # start from the teacher (Song et al.'s code does)\n", "            pass\n", f"{T_CM}::test_points_cd_starts_from_the_teacher_and_sample")
+add("cm-seed-after-build", "consistency.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "", f"{SAME}[consistency]")
+add("cm-generate-no-clamp", "consistency.py", "return x_0.clamp(-1, 1) if images else x_0", "return x_0", f"{T_CM}::test_mnist5k_ct_and_cd_train_and_sample")
+
 # score.py: the DSM loss in closed form for Gaussian data (pins the sigma^2 weight), Algorithm 1's Langevin step
 # fid.py: precision/recall by hand (the k-th neighbour), rank-one Frechet distances, the KID kernel and its warning
 add("score-dsm-weight-one", "score.py", "0.5 * ((s * (score_fn(x_tilde, sigma).float() - target)) ** 2)", "0.5 * ((score_fn(x_tilde, sigma).float() - target) ** 2)", "tests/test_score.py::test_dsm_loss_equals_its_closed_form_for_gaussian_data")

@@ -58,7 +58,8 @@ def test_nfe_is_counted_per_sample(quick):
     expected = {"vae": {"decoder": 1}, "gan": {"G(z)": 1}, "flow": {"f^-1(z)": 1}, "ebm": {"langevin-20": 20},
                 "score": {"ald-20": 21}, "ddpm": {"ddpm-100": 100, "dpm++2m-20": 20},
                 "cfg": {"dpm++2m-20 s=1": 40, "dpm++2m-20 s=3": 40},  # score: + 1 Tweedie step; cfg: doubled batch
-                "fm": {"midpoint-10": 20, "euler-10": 10}}  # fm: 2 calls per midpoint step
+                "fm": {"midpoint-10": 20, "euler-10": 10},  # fm: 2 calls per midpoint step
+                "consistency": {"1-step": 1, "2-step": 2}}
     checked = 0
     for (model, data, sampler), nfe in ok.items():
         if sampler in expected.get(model, {}):

@@ -222,9 +222,9 @@ def test_pseudo_huber_is_quadratic_near_zero_and_linear_far_with_c_from_the_dime
 
 
 def test_sampling_levels_and_time_axis():
-    assert cm.sampling_sigmas(1) == [80.0]
-    sig = cm.sampling_sigmas(4)
-    torch.testing.assert_close(torch.tensor(sig, dtype=torch.float64), cm.karras_sigmas(5).flip(0)[:-1])
+    assert cm.sampling_sigmas(1) == [80.0] and cm.sampling_sigmas(2) == [80.0, 1.0]
+    torch.testing.assert_close(torch.tensor(cm.sampling_sigmas(4)), torch.tensor([80.0, 1.0, 0.3 ** 0.5, 0.3]))
+    assert cm.sampling_sigmas(3, sigma_min=0.5) == [80.0, 1.0, 0.75]  # above sigma_min
     model = tiny_model()
     t = model.time(torch.tensor([1e-3, 2e-3, 0.01, 1.0, 80.0, 200.0]))
     assert (t.diff() > 0).all() and t[1] < 0 < t[3] and t[-1] > 999  # extrapolated past the schedule's ends
