@@ -5,15 +5,16 @@ https://arxiv.org/abs/2206.00364) x_sigma = x + sigma z, sigma in [sigma_min, si
     dx/dsigma = (x - D(x, sigma)) / sigma      (D(x, sigma) = E[x_0 | x_sigma = x], the denoiser)
 carries every point back to a data point. The consistency function f(x_sigma, sigma) = the point at sigma_min of the
 trajectory through x_sigma is then one network call from noise to data. f_theta learns it from self-consistency
-between adjacent levels sigma_n < sigma_{n+1} of a discretization (Song et al. eqs. 7-10):
+between adjacent levels sigma_n < sigma_{n+1} of a discretization (Song et al. secs. 3-5):
     L(theta) = E[ lambda(sigma_n) d( f_theta(x + sigma_{n+1} z, sigma_{n+1}), f_theta-(x_hat_n, sigma_n) ) ],
 with x_hat_n the point of the same trajectory at sigma_n and theta- a stop-gradient copy:
   - distillation (CD, Algorithm 2): x_hat_n is one ODE step (Euler or Heun) of a trained diffusion model, ddpm.py's,
     from x + sigma_{n+1} z; theta- is an EMA of theta (mu = 0.95); lambda = 1; n uniform.
   - training from scratch (CT, the improved recipe of Song & Dhariwal 2023, https://arxiv.org/abs/2310.14189):
     x_hat_n = x + sigma_n z with the same z (the one-sample estimate of the score, Song et al. Theorem 2);
-    theta- = theta (no EMA, iCT sec. 3.2); lambda = 1 / (sigma_{n+1} - sigma_n) (sec. 3.3); pseudo-Huber d with
-    c = 0.00054 sqrt(D) (sec. 3.3); n drawn lognormal (sec. 3.5); the number of levels doubling on a schedule (sec. 3.4).
+    theta- = theta (no EMA, iCT sec. 3.2); lambda = 1 / (sigma_{n+1} - sigma_n) (sec. 3.1); pseudo-Huber d with
+    c = 0.00054 sqrt(D) (sec. 3.3); n drawn lognormal (sec. 3.5); the number of levels doubling on a schedule
+    (sec. 3.4).
 What changes from ddpm.py: the network outputs the trajectory's end instead of one denoising step, so sampling is one
 call (or a few, re-noising in between: Algorithm 1); there is no likelihood.
 
@@ -63,7 +64,7 @@ def scalings(sigma, sigma_min: float, sigma_data: float):
     """(c_skip, c_out, c_in) of Song et al. appendix C, EDM's preconditioning with sigma shifted by sigma_min:
         c_skip = sd^2 / ((sigma - sigma_min)^2 + sd^2),  c_out = sd (sigma - sigma_min) / sqrt(sd^2 + sigma^2),
         c_in = 1 / sqrt(sigma^2 + sd^2).
-    c_skip(sigma_min) = 1 and c_out(sigma_min) = 0, so f(x, sigma_min) = x whatever the network (eq. 7)."""
+    c_skip(sigma_min) = 1 and c_out(sigma_min) = 0, so f(x, sigma_min) = x whatever the network."""
     c_skip = 1 / (1 + ((sigma - sigma_min) / sigma_data) ** 2)  # = sd^2 / (...), written so that it is exactly 1
     c_out = sigma_data * (sigma - sigma_min) / (sigma_data ** 2 + sigma ** 2).sqrt()
     return c_skip, c_out, 1 / (sigma ** 2 + sigma_data ** 2).sqrt()
@@ -142,7 +143,7 @@ def ct_levels(k: int, double_every: int, s0: int = 10, s1: int = 1280) -> int:
 def level_probs(sigmas: torch.Tensor, p_mean: float = P_MEAN, p_std: float = P_STD) -> torch.Tensor:
     """p(n) for the pairs (sigma_n, sigma_{n+1}), n = 1..N-1: the mass a lognormal ln sigma ~ N(p_mean, p_std^2)
     puts between them, p(n) oc erf((ln sigma_{n+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_n - P_mean) /
-    (sqrt 2 P_std)) (Song & Dhariwal eq. 10)."""
+    (sqrt 2 P_std)) (Song & Dhariwal sec. 3.5)."""
     cdf = torch.erf((sigmas.double().log() - p_mean) / (math.sqrt(2) * p_std))
     p = cdf[1:] - cdf[:-1]
     return p / p.sum()
@@ -180,7 +181,7 @@ def teacher_denoiser(teacher: "ddpm.DDPM", x0_clip: float | None = None) -> Call
 def ode_step(denoise: Callable, x, sigma, sigma_next, solver: str = "heun"):
     """One step of dx/dsigma = (x - D(x, sigma)) / sigma from sigma to sigma_next ([B] each, both > 0): Euler, or
     Heun (Karras et al. Algorithm 1's second-order correction). Euler is DDIM (eta = 0) in these coordinates:
-    x_next = D + sigma_next (x - D) / sigma (Song et al. 2020 eq. 13 with x_sigma = x_t / sqrt(alpha_bar))."""
+    x_next = D + sigma_next (x - D) / sigma (Song et al. 2020 sec. 4.3, with x_sigma = x_t / sqrt(alpha_bar))."""
     s, s_next = bcast(sigma, x), bcast(sigma_next, x)
     d = (x - denoise(x, sigma)) / s  # dx/dsigma at sigma
     x_euler = x + (s_next - s) * d

@@ -1,7 +1,5 @@
 """consistency.py: the boundary condition, Gaussian data (whose consistency function is known in closed form) through
 the sampler and the losses, the teacher's ODE step against ddpm.py's DDIM, the level schedules, and the commands."""
-import contextlib
-import io
 import math
 import subprocess
 
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 import consistency as cm
 import ddpm
 import nets
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, run_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -233,13 +231,7 @@ def test_sampling_levels_and_time_axis():
 # ------------------------------------------------------------------------------------------- commands
 def cli(*args):
     """consistency.py's command line in this process: (exit code, stdout, stderr)."""
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cm.app([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    return run_app(cm.app, *args)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """fm.py: the straight path and its target, the ODE samplers against analytic oracles (a Gaussian mixture's marginal
 velocity; Gaussian to Gaussian, where the flow is known exactly), the likelihood (exact trace and Hutchinson) against
 closed-form densities, the OT coupling against brute force, straightness, guidance, and the commands."""
-import contextlib
-import io
 import itertools
 import json
 import math
@@ -17,7 +15,7 @@ from hypothesis import strategies as st
 import flow
 import fm
 import nets
-from conftest import CENTERS, STD, WEIGHTS, assert_one_line_error, mixture_stats
+from conftest import CENTERS, STD, WEIGHTS, assert_one_line_error, mixture_stats, run_app
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -355,14 +353,8 @@ def test_generate_draws_labels_then_x_0_per_batch_and_refuses_bad_labels():
 
 # ------------------------------------------------------------------------------------------- commands
 def cli(*args):
-    """fm.py's command line in this process, as `python fm.py ARGS` runs it: (exit code, stdout, stderr)."""
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            fm.app([str(a) for a in args])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    """fm.py's command line in this process: (exit code, stdout, stderr)."""
+    return run_app(fm.app, *args)
 
 
 @pytest.fixture(scope="module")
