@@ -162,12 +162,18 @@ def sampling_sigmas(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float =
 
 
 # ----------------------------------------------------------------------------------------------------- teacher, losses
+def log_sigma_of(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """log sigma_t = log sqrt((1 - alpha_bar_t) / alpha_bar_t), the noise level of x_t / sqrt(alpha_bar_t) = x_0 +
+    sigma_t eps: a ddpm.py schedule on EDM's axis (increasing in t)."""
+    return 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
+
+
 def teacher_denoiser(teacher: "ddpm.DDPM", x0_clip: float | None = None) -> Callable:
     """D(x_sigma, sigma) of a ddpm.py model: at the step t whose sigma_t is nearest to sigma (a training level is
     one exactly), x_t = sqrt(alpha_bar_t) x_sigma (x_sigma = x_t / sqrt(alpha_bar_t)), and D = x0_from_eps(x_t,
     eps_theta(x_t, t)) (Ho et al. eq. 15), clamped to [-x0_clip, x0_clip] if given (as ddpm.py's sampler does)."""
     alpha_bar = teacher.alpha_bar64
-    log_sigma = 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
+    log_sigma = log_sigma_of(alpha_bar)
 
     def D(x, sigma):
         t = (log_sigma[None] - sigma.double().log()[:, None]).abs().argmin(1)  # [B]
@@ -323,7 +329,7 @@ def load(path, device: str = "cpu") -> Consistency:
 def schedule_log_sigma(schedule: str = "linear", T: int = 1000) -> torch.Tensor:
     """log sigma_t of a ddpm.py schedule, t = 0..T-1: the backbone's time axis."""
     alpha_bar = torch.from_numpy(ddpm.make_betas(schedule, T)).double().neg().add(1).cumprod(0)
-    return 0.5 * torch.log((1 - alpha_bar) / alpha_bar)
+    return log_sigma_of(alpha_bar)
 
 
 def load_teacher(path: str, data: str, device: str) -> "ddpm.DDPM":
@@ -398,7 +404,7 @@ def train(
     if teacher is not None:  # CD: the teacher's network, noise range, time axis and normalization
         ddpm_model = load_teacher(teacher, data, device)
         config.update({k: ddpm_model.config[k] for k in BACKBONE if k in ddpm_model.config})
-        log_sigma = (0.5 * torch.log((1 - ddpm_model.alpha_bar64) / ddpm_model.alpha_bar64)).cpu()
+        log_sigma = log_sigma_of(ddpm_model.alpha_bar64).cpu()
         steps_n = snap_to_steps(karras_sigmas(levels, max(sigma_min, log_sigma[0].exp().item()),
                                               min(sigma_max, log_sigma[-1].exp().item())), log_sigma)
         sigmas = log_sigma[steps_n].exp()  # [N] increasing, the teacher's own noise levels

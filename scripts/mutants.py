@@ -188,6 +188,7 @@ add("cm-sample-renoise-full-sigma", "consistency.py", "x_hat = x + math.sqrt(sig
 add("cm-sample-no-renoise", "consistency.py", "x_hat = x + math.sqrt(sigma ** 2 - sigma_min ** 2) * z", "x_hat = x", GAUSS_CM)
 add("cm-heun-corrector-only", "consistency.py", "return x + (s_next - s) * (d + d_next) / 2", "return x + (s_next - s) * d_next", f"{TRAJ}[heun]")
 add("cm-euler-step-size", "consistency.py", "x_euler = x + (s_next - s) * d", "x_euler = x - s_next * d", f"{TRAJ} {DDIM_CM}")
+add("cm-log-sigma-squared", "consistency.py", "return 0.5 * torch.log((1 - alpha_bar) / alpha_bar)", "return torch.log((1 - alpha_bar) / alpha_bar)", f"{DDIM_CM} {PARAM}")
 add("cm-teacher-unscaled-input", "consistency.py", "    x_t = ab.sqrt() * x\n", "    x_t = x\n", f"{DDIM_CM} {PARAM}")
 add("cm-pseudo-huber-c", "consistency.py", "c = 0.00054 * math.sqrt(diff.shape[1])", "c = 0.00054 * diff.shape[1]", f"{T_CM}::test_pseudo_huber_is_quadratic_near_zero_and_linear_far_with_c_from_the_dimension")
 add("cm-ct-fresh-z", "consistency.py", "target = f(x + bcast(sigma, x) * z, sigma)", "target = f(x + bcast(sigma, x) * torch.randn_like(z), sigma)", CT_T)
