@@ -12,6 +12,12 @@ without warm-up, 0.72 after 6,000 with it). NLL is estimated with the importance
     L_k(x) = E[log (1/k) sum_i w_i],   w_i = p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x).
 Posterior collapse is watched through the active units of Burda et al. (Sec. 5.2): dims j with Cov_x(E_q[z_j]) > 0.01.
 
+Latents: `--latent flat` (default) z in R^L, prior N(0, I), the lesson's VAE; `--latent spatial` z a feature map
+[C_z, H/f, W/f] from a fully convolutional encoder (`--factor f`, `--latent-channels C_z`): the first stage of latent
+diffusion (Rombach et al. 2022, https://arxiv.org/abs/2112.10752, sec. 3.1), trained there with a KL weight far below 1
+("a slight KL-penalty towards a standard normal", their kl_weight 1e-6 against a summed reconstruction loss), so that
+z keeps the detail of x and the prior's job passes to the diffusion model (ldm.py; `--beta` sets the weight here).
+
 Decoders p(x|z):
 - points: Gaussian; mean AND variance are learned outputs of the MLP decoder (log sigma >= -7), on coordinates
   standardized by the training mean/std. Densities are reported in raw coordinates (the Jacobian -sum log std included).
@@ -44,6 +50,7 @@ Commands (times measured on a 2-core CPU shared with other jobs; see README):
     python vae.py reconstruct --ckpt runs/vae-mnist5k/ckpt.pt --out recon.png
     python vae.py interpolate --ckpt runs/vae-mnist5k/ckpt.pt --out interp.png
     python vae.py nll --ckpt runs/vae-moons/ckpt.pt --k 1000    # IWAE-1000: nats (points) or bits/dim (logistic)
+    python vae.py train --latent spatial --factor 4 --beta 1e-3 --likelihood logistic   # ldm.py's autoencoder
     python vae.py train --device cuda --hidden 128 --steps 30000 --data mnist --likelihood logistic   # GPU
 """
 from __future__ import annotations
@@ -55,9 +62,9 @@ from typing import Annotated
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import typer
 
 LIKELIHOODS = ("bernoulli", "logistic")  # image decoders; points always use "gaussian"
+LATENTS = ("flat", "spatial")  # z [B, L] (the lesson's VAE) or z [B, C, H/f, W/f] (latent diffusion's autoencoder)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -70,19 +77,43 @@ def gaussian(shape, generator: torch.Generator | None = None, device=None, dtype
 
 # ----------------------------------------------------------------------------------------------------- network
 class VAE(nn.Module):
-    """MLP VAE for points [B, d] (likelihood "gaussian") or conv VAE for images [B, C, H, W] in [-1, 1], H, W % 4 == 0."""
+    """MLP VAE for points [B, d] (likelihood "gaussian") or conv VAE for images [B, C, H, W] in [-1, 1], H, W % 4 == 0.
+    Images with latent "spatial": a fully convolutional encoder/decoder whose z is a feature map [B, C_z, H/f, W/f]
+    (f = `factor`, a power of 2; C_z = `latent_channels`): the autoencoder of latent diffusion (Rombach et al. 2022,
+    https://arxiv.org/abs/2112.10752, sec. 3.1, their KL-regularized "f = 4, c = ..." models) and ldm.py's stage 1."""
 
-    def __init__(self, shape=(2,), latent_dim: int = 2, hidden: int = 64, likelihood: str = "gaussian"):
+    def __init__(self, shape=(2,), latent_dim: int = 2, hidden: int = 64, likelihood: str = "gaussian",
+                 latent: str = "flat", factor: int = 4, latent_channels: int = 4):
         super().__init__()
         self.shape, self.latent_dim, self.likelihood = tuple(shape), latent_dim, likelihood
+        self.latent = latent
         L, h = latent_dim, hidden
         if likelihood == "gaussian":
             d = self.shape[0]
+            self.latent_shape = (L,)
             self.encoder = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 2 * L))
             self.decoder = nn.Sequential(nn.Linear(L, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 2 * d))
+        elif latent == "spatial":
+            C, H, W = self.shape
+            out = C if likelihood == "bernoulli" else 2 * C
+            n = int(math.log2(factor))  # stride-2 levels; channels h / 2^(n-1), ..., h / 2, h
+            chans = [max(h // 2 ** (n - 1 - i), 1) for i in range(n)]
+            self.latent_shape = (latent_channels, H // factor, W // factor)
+            enc, c = [], C
+            for co in chans:
+                enc += [nn.Conv2d(c, co, 4, 2, 1), nn.SiLU()]  # [B, co, H/2^i, W/2^i]
+                c = co
+            self.encoder = nn.Sequential(*enc, nn.Conv2d(c, h, 3, 1, 1), nn.SiLU(),
+                                         nn.Conv2d(h, 2 * latent_channels, 3, 1, 1))  # [B, 2 C_z, H/f, W/f]
+            dec = [nn.Conv2d(latent_channels, h, 3, 1, 1), nn.SiLU(), nn.Conv2d(h, c, 3, 1, 1)]
+            for co in list(reversed(chans[:-1])) + [out]:  # the encoder's channels backwards, then the outputs
+                dec += [nn.SiLU(), nn.ConvTranspose2d(c, co, 4, 2, 1)]  # doubles H and W
+                c = co
+            self.decoder = nn.Sequential(*dec)  # [B, out, H, W]
         else:
             C, H, W = self.shape
             out = C if likelihood == "bernoulli" else 2 * C  # Bernoulli logits, or logistic (mean, log s)
+            self.latent_shape = (L,)
             self.encoder = nn.Sequential(
                 nn.Conv2d(C, h // 2, 4, 2, 1), nn.SiLU(),  # [B, h/2, H/2, W/2]
                 nn.Conv2d(h // 2, h, 4, 2, 1), nn.SiLU(),  # [B, h, H/4, W/4]
@@ -95,16 +126,20 @@ class VAE(nn.Module):
         self.register_buffer("shift", torch.zeros(d))  # points: training mean and std, set by `train`
         self.register_buffer("scale", torch.ones(d))
 
+    def sum_latent(self, a: torch.Tensor) -> torch.Tensor:
+        """Sum over the latent dims of a [..., *latent_shape] tensor -> [...]."""
+        return a.flatten(-len(self.latent_shape)).sum(-1)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) = N(mu, diag exp(logvar)); both [B, L]."""
+        """q(z|x) = N(mu, diag exp(logvar)); both [B, *latent_shape] ([B, L] or [B, C_z, H/f, W/f])."""
         u = (x - self.shift) / self.scale if self.likelihood == "gaussian" else x
-        mu, logvar = self.encoder(u).to(x.dtype).chunk(2, -1)  # .to: float32 out of bf16 autocast
+        mu, logvar = self.encoder(u).to(x.dtype).chunk(2, 1)  # .to: float32 out of bf16 autocast
         return mu, logvar.clamp(-30, 20)  # clamp: keeps exp(logvar) finite; inactive in normal training
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder outputs for z [..., L] -> [..., 2d] (points) or [..., out, H, W] (images)."""
-        lead = z.shape[:-1]
-        params = self.decoder(z.reshape(-1, self.latent_dim)).to(z.dtype)  # [prod(lead), ...]
+        """Decoder outputs for z [..., *latent_shape] -> [..., 2d] (points) or [..., out, H, W] (images)."""
+        lead = z.shape[:z.dim() - len(self.latent_shape)]
+        params = self.decoder(z.reshape(-1, *self.latent_shape)).to(z.dtype)  # [prod(lead), ...]
         return params.reshape(*lead, *params.shape[1:])
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -137,7 +172,7 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         eps = gaussian(mu.shape, generator, mu.device, mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
-        return self.log_px_given_z(x, z), gaussian_kl(mu, logvar)
+        return self.log_px_given_z(x, z), gaussian_kl(mu.flatten(1), logvar.flatten(1))
 
     def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """ELBO estimate per example in nats: log p(x|z) - KL (one z; closed-form KL)."""
@@ -152,10 +187,10 @@ class VAE(nn.Module):
         log_w = []
         per = max(1, chunk // len(x))  # samples per chunk, so that per * B decoder calls fit in memory
         for i in range(0, k, per):
-            eps = gaussian((min(per, k - i), *mu.shape), generator, mu.device, mu.dtype)  # [k', B, L]
+            eps = gaussian((min(per, k - i), *mu.shape), generator, mu.device, mu.dtype)  # [k', B, *latent_shape]
             z = mu + std * eps
-            log_pz = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(-1)  # log N(z; 0, I)
-            log_qz = (-0.5 * eps ** 2 - 0.5 * LOG_2PI).sum(-1) - std.log().sum(-1)  # log N(z; mu, sigma^2)
+            log_pz = self.sum_latent(-0.5 * z ** 2 - 0.5 * LOG_2PI)  # log N(z; 0, I)
+            log_qz = self.sum_latent(-0.5 * eps ** 2 - 0.5 * LOG_2PI) - self.sum_latent(std.log())  # log N(z; mu, sigma^2)
             log_w.append(self.log_px_given_z(x, z) + log_pz - log_qz)  # [k', B]
         return torch.logsumexp(torch.cat(log_w), 0) - math.log(k)
 
@@ -167,7 +202,7 @@ class VAE(nn.Module):
         decoder mean with `mean`. All noise is drawn first (z [n, L], then eps [n, d]), so `batch`, the decoder calls
         per chunk, does not change the draws."""
         dev = self.shift.device
-        z = gaussian((n, self.latent_dim), generator, dev)  # z ~ N(0, I)
+        z = gaussian((n, *self.latent_shape), generator, dev)  # z ~ N(0, I)
         if mean or self.likelihood != "gaussian":
             return torch.cat([self.mean(zb) for zb in z.split(batch)])
         mu, log_sigma = torch.cat([self.decode(zb) for zb in z.split(batch)]).chunk(2, -1)  # [n, d] each
@@ -246,11 +281,18 @@ def likelihood(model: VAE, x: torch.Tensor, *, k: int = 1000, seed: int = 0) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- commands
-import data as datasets  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
+import typer  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
+
+import data as datasets  # noqa: E402
 import training  # noqa: E402
 
 app = training.App(help="Variational autoencoder: ELBO training, IWAE likelihood, samples, reconstructions, interpolation.")
 Opt = typer.Option
+# The latent's shape, declared once (vae.py's train and ldm.py's stage 1 both take them)
+Latent = Annotated[str, Opt(help="images: flat (z [L], --latent-dim) or spatial (z [C_z, H/f, W/f], latent "
+                                 "diffusion's autoencoder: --factor, --latent-channels)")]
+Factor = Annotated[int, Opt(help="spatial latent: downsampling factor f, a power of 2 (4: 28x28 -> 7x7, 2: -> 14x14)")]
+LatentChannels = Annotated[int, Opt(help="spatial latent: channels C_z of z")]
 
 
 def load(path: str | Path, device: str = "cpu") -> VAE:
@@ -271,6 +313,9 @@ def train(
     data: Annotated[str, Opt(help="dataset: moons, grid25, ring8, checkerboard, swissroll, mnist5k, mnist, fashion, cifar10")] = "mnist5k",
     likelihood: Annotated[str, Opt(help="image decoder: bernoulli (binarized pixels, nats) or logistic (8-bit pixels, bits/dim comparable with flow.py); points: Gaussian")] = "bernoulli",
     latent_dim: Annotated[int, Opt(min=1, help="dimension of z")] = 16,
+    latent: Latent = "flat",
+    factor: Factor = 4,
+    latent_channels: LatentChannels = 4,
     hidden: Annotated[int, Opt(min=2, help="MLP width (points) or conv channels (images)")] = 64,
     beta: Annotated[float, Opt(min=0.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")] = 1.0,
     kl_warmup: Annotated[int, Opt(min=0, help="steps over which the KL weight rises linearly from 0 to --beta")] = 1000,
@@ -295,9 +340,16 @@ def train(
     training.check(kl_warmup >= 0, f"--kl-warmup must be >= 0, got {kl_warmup}")
     ds = datasets.load(data, "train")
     lik = "gaussian" if ds.kind == "points" else likelihood
-    training.check(lik == "gaussian" or (ds.shape[1] % 4 == 0 and ds.shape[2] % 4 == 0),
-                   f"image height and width must be divisible by 4, got {ds.shape}")
+    training.check(latent in LATENTS, f"--latent must be one of {', '.join(LATENTS)}, got {latent!r}")
+    training.check(latent == "flat" or lik != "gaussian", "--latent spatial needs images; points use a flat z")
+    training.check(factor >= 2 and factor & (factor - 1) == 0 and latent_channels >= 1,
+                   f"--factor must be a power of 2 >= 2 and --latent-channels >= 1, got {factor}, {latent_channels}")
+    f = factor if latent == "spatial" else 4
+    training.check(lik == "gaussian" or (ds.shape[1] % f == 0 and ds.shape[2] % f == 0),
+                   f"image height and width must be divisible by {f}, got {ds.shape}")
     config["model"] = dict(shape=list(ds.shape), latent_dim=latent_dim, hidden=hidden, likelihood=lik)
+    if latent == "spatial":
+        config["model"].update(latent=latent, factor=factor, latent_channels=latent_channels)
     training.seed_everything(seed)  # the initial weights depend on --seed alone
     model = VAE(**config["model"])
     if lik == "gaussian":  # standardize points inside the model (buffers travel with the checkpoint)
@@ -321,7 +373,7 @@ def train(
             metrics["elbo_bpd"] = float(bits_per_dim((log_px_z - kl).detach().mean() + dims * math.log(256), dims))
         if step % 100 == 0 or step + 1 == steps:
             with torch.no_grad():
-                metrics["active_units"] = active_units(training.unwrap(tr.models["model"]).encode(x_probe)[0])
+                metrics["active_units"] = active_units(training.unwrap(tr.models["model"]).encode(x_probe)[0].flatten(1))
         tr.step(loss, **metrics)
     return tr.finish(lambda n: generate(tr.sampling_model(), n), reference=ds.x[:2000])
 
@@ -388,9 +440,9 @@ def interpolate(
     x_all = _test_data(model, ckpt)
     x = _model_input(model, x_all[torch.randperm(len(x_all), generator=g)[:2 * pairs]], g)
     x_a, x_b = x[:pairs], x[pairs:2 * pairs]
-    t = torch.linspace(0, 1, steps)[:, None, None]  # [T, 1, 1]
     with torch.no_grad():
-        z_a, z_b = model.encode(x_a)[0], model.encode(x_b)[0]  # [P, L]
+        z_a, z_b = model.encode(x_a)[0], model.encode(x_b)[0]  # [P, *latent_shape]
+        t = torch.linspace(0, 1, steps).view(-1, 1, *[1] * len(model.latent_shape))  # [T, 1, 1(, 1, 1)]
         x_t = model.mean((1 - t) * z_a + t * z_b)  # [T, P, ...]
     if model.likelihood == "gaussian":
         return datasets.write_samples(x_t.flatten(0, 1), out, reference=_test_data(model, ckpt)[:2000])

@@ -27,6 +27,7 @@ TINY = {
     "cfg": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2),
     "fm": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2, coupling="ot"),
     "consistency": dict(data="moons", hidden=16, depth=1, batch_size=16, warmup=2, ct_double_every=2),
+    "ldm": dict(data="moons", ae_steps=3, ae_hidden=8, hidden=16, depth=1, batch_size=16, warmup=2),
 }
 STEPS = 6
 
