@@ -107,7 +107,7 @@ def count_rows(target):
 # ----------------------------------------------------------------------------------------------------- the families
 # Every model file bench measures, in the order of the tables. Adding a family = a file with the surface below + its
 # name here. bench holds no per-family code: what to train, how to sample and score comes from the file's BENCH dict.
-MODELS = ("vae", "gan", "flow", "ebm", "score", "ddpm", "cfg", "fm", "consistency")
+MODELS = ("vae", "gan", "flow", "ebm", "score", "ddpm", "cfg", "fm", "consistency", "ldm")
 SURFACE = ("train", "load", "generate", "BENCH")  # likelihood(model, x, **settings) where the family has one
 
 

@@ -234,6 +234,41 @@ add("fid-kid-cross", "fid.py", "- 2 * kernel_sum(x, y, False) / m**2)", "- kerne
 add("fid-kid-no-warning", "fid.py", "    if whole:\n        warnings.warn(", "    if False:\n        warnings.warn(", "tests/test_fid.py::test_kid_by_hand_and_warns_when_a_subset_is_the_whole_set")
 
 
+# ldm.py: the LSGM bound's pieces (log q, the sampled z, the Jacobian of the scale, the prior on scaled latents), the
+# scale factor and its use in encode/decode, bits/dim, the continuous L_0, the autoencoder's KL weight, stage 1 on
+# --resume; vae.py's spatial latent (the KL and log q summed over [C, h, w])
+T_LDM = "tests/test_ldm.py"
+LSGM1 = f"{T_LDM}::test_lsgm_bound_with_a_standard_normal_prior_is_vaes_one_sample_bound"
+INVAR = f"{T_LDM}::test_lsgm_bound_is_invariant_to_the_latent_scale"
+UNIT = f"{T_LDM}::test_scaled_training_latents_have_unit_std_and_decode_inverts_the_scale"
+LIK = f"{T_LDM}::test_likelihood_is_the_bound_with_the_ddpm_prior_in_bits_per_dim"
+GEN = f"{T_LDM}::test_generate_is_decode_of_ddpm_sample"
+add("ldm-jacobian-sign", "ldm.py", "prior_nll(self.scale_factor * z) - D_z * self.scale_factor.log()",
+    "prior_nll(self.scale_factor * z) + D_z * self.scale_factor.log()", INVAR)
+add("ldm-jacobian-one-dim", "ldm.py", "- D_z * self.scale_factor.log()", "- self.scale_factor.log()", INVAR)
+add("ldm-prior-on-unscaled-z", "ldm.py", "prior_nll(self.scale_factor * z)", "prior_nll(z)", INVAR)
+add("ldm-log-q-no-sigma", "ldm.py", "-0.5 * eps ** 2 - std.log() - 0.5 * LOG_2PI", "-0.5 * eps ** 2 - 0.5 * LOG_2PI", LSGM1)
+add("ldm-log-q-sign", "ldm.py", "rec + log_q + prior}", "rec - log_q + prior}", LSGM1)
+add("ldm-z-at-the-mean", "ldm.py", "z = mu + std * eps  # reparameterized", "z = mu  # reparameterized", LSGM1)
+add("ldm-scale-not-inverted", "ldm.py", "s = 1 / mu.std().item()", "s = mu.std().item()", UNIT)
+add("ldm-encode-unscaled", "ldm.py", "return self.scale_factor * self.ae.encode(x)[0]", "return self.ae.encode(x)[0]", UNIT)
+add("ldm-decode-unscaled", "ldm.py", "return self.ae.mean(z / self.scale_factor)", "return self.ae.mean(z)", UNIT)
+add("ldm-train-on-logvar", "ldm.py", "ae.encode(xb.to(dev))[0] for xb", "ae.encode(xb.to(dev))[1] for xb", UNIT)
+add("ldm-bpd-no-log256", "ldm.py", "torch.tensor(-mean[\"total\"] + D * math.log(256))", "torch.tensor(-mean[\"total\"])", LIK)
+add("ldm-prior-discrete-l0", "ldm.py", "n_t or None, discrete=False, generator=g)", "n_t or None, discrete=True, generator=g)", LIK)
+add("ldm-latents-clipped", "ldm.py", "x0_clip=x0_clip, batch_size=batch_size)", "x0_clip=1.0, batch_size=batch_size)", GEN)
+add("ldm-ae-beta-ignored", "ldm.py", "beta=ae_beta, steps=ae_steps", "beta=1.0, steps=ae_steps",
+    f"{T_LDM}::test_checkpoint_carries_autoencoder_scale_and_ddpm_and_sample_rebuilds_them")
+add("ldm-seed-after-build", "ldm.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "",
+    f"{SAME}[ldm]")
+add("ldm-stage-1-again-on-resume", "ldm.py", "if not ae and not (resume and ae_path.exists()", "if not ae and not (False",
+    f"{SAME}[ldm]")
+ELBO_S = f"{T_LDM}::test_spatial_vae_elbo_is_the_mean_of_its_one_sample_iwae"
+add("vae-spatial-kl-not-flattened", "vae.py", "gaussian_kl(mu.flatten(1), logvar.flatten(1))", "gaussian_kl(mu, logvar)", ELBO_S)
+add("vae-spatial-sum-last-dim", "vae.py", "return a.flatten(-len(self.latent_shape)).sum(-1)", "return a.sum(-1)", ELBO_S)
+add("vae-spatial-log-q-no-std", "vae.py", " - self.sum_latent(std.log())  # log N", "  # log N", ELBO_S)
+
+
 # ----------------------------------------------------------------------------------------------------- runner
 def scratch_copy(rev: str | None = None) -> Path:
     """The tracked and untracked (not ignored) files of the repository, copied to a temporary folder; or, with
