@@ -37,6 +37,7 @@ Commands (2-core CPU shared with other jobs; one thread; see the README's ldm.py
     python ldm.py sample --sampler ddim --steps 50           # -> runs/ldm-mnist5k/samples-ddim-50.png
     python ldm.py sample --n 1000 --out samples.npz && python fid.py score samples.npz mnist5k:test
     python ldm.py nll                                        # the LSGM bound in bits/dim on the test split
+    python ldm.py reconstruct --out recon.npz && python fid.py score recon.npz mnist5k:test   # the ceiling
     python ldm.py train --net dit --dit-size DiT-S/7 --dit-patch 1   # a DiT on the 7x7 latent (49 tokens)
     python ldm.py train --data grid25 --steps 3000           # points: flat z, an MLP denoiser
 """
@@ -187,8 +188,8 @@ def load(path, device: str = "cpu") -> LDM:
 @app.command()
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
-    steps: Annotated[int, Opt(help="stage 2: optimizer steps of the latent DDPM")] = 2500,
-    ae_steps: Annotated[int, Opt(help="stage 1: optimizer steps of the autoencoder (vae.py train)")] = 3000,
+    steps: Annotated[int, Opt(help="stage 2: optimizer steps of the latent DDPM")] = 1500,
+    ae_steps: Annotated[int, Opt(help="stage 1: optimizer steps of the autoencoder (vae.py train)")] = 1000,
     ae: Annotated[str, Opt(help="a vae.py checkpoint to use as the autoencoder (skips stage 1)")] = "",
     ae_factor: vae.Factor = 4,
     ae_latent_channels: vae.LatentChannels = 4,
@@ -328,6 +329,23 @@ def nll(
     print(f"LSGM bound on {ds.name}:test (n={len(x)}, {r['n_t']} timesteps/example): {value}; nats per example: "
           f"-log p(x|z) {r['rec_nats']:.1f} + log q(z|x) {r['log_q_nats']:.1f} + -log p(z) {r['prior_nats']:.1f}")
     return r
+
+
+@app.command()
+def reconstruct(
+    ae: Annotated[str, Opt(help="the autoencoder: a vae.py checkpoint (stage 1 writes <out>/ae/ckpt.pt)")] = "runs/ldm-mnist5k/ae/ckpt.pt",
+    out: Annotated[str, Opt(help=".npz (reconstructions under key x, for python fid.py score) or .png")] = "recon.npz",
+    device: training.Device = "auto",
+) -> float:
+    """The ceiling of latent diffusion: decode(encode(x)) of the whole test split; prints the MSE (data in [-1, 1])."""
+    x = datasets.load(training.load_checkpoint(ae, "vae")["config"]["data"], "test").x
+    autoenc = vae.load(ae, str(training.device(device)))
+    with torch.no_grad():
+        x_rec = torch.cat([autoenc.mean(m).cpu() for m in encode_all(autoenc, x).split(1000)])  # E[x | mu(x)]
+    mse = ((x_rec - x) ** 2).mean().item()
+    print(f"reconstruction MSE {mse:.5f} on {len(x)} test examples (latent {list(autoenc.latent_shape)})")
+    datasets.write_samples(x_rec, out)
+    return mse
 
 
 # How bench.py trains, samples and scores this file (data, read by bench).

@@ -117,6 +117,13 @@ add("ddpm-vlb-xt-variance", "ddpm.py", "x_t = ab[t_].sqrt() * x0 + (1 - ab[t_]).
 add("ddpm-x0-from-eps", "ddpm.py", "return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()", "return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-too-tight", "ddpm.py", "mu_p, _ = posterior(ab[t_], ab_s, x_t, x0_hat)", "mu_p, _ = posterior(ab[t_], ab_s, x_t, 0.5 * (x0 + x0_hat))", "tests/test_ddpm.py::test_vlb_equals_monte_carlo_of_its_definition")
 add("ddpm-vlb-float32-schedule", "ddpm.py", "betas, ab = self.betas64.to(x_0.device), self.alpha_bar64.to(x_0.device)", "betas, ab = self.betas.double(), self.alpha_bar.double()", "tests/test_ddpm.py::test_vlb_of_float32_model_keeps_float64_schedule")
+KARRAS = "tests/test_ddpm.py::test_karras_spacing_is_eq5_rounded_to_the_nearest_step"
+add("ddpm-karras-rho-ignored", "ddpm.py", "grid = rho * np.log(np.linspace(s_max, s_min, steps))", "grid = np.log(np.linspace(s_max ** rho, s_min ** rho, steps))", KARRAS)
+add("ddpm-karras-root-not-applied", "ddpm.py", "np.exp(log_sigma[-1] / rho), np.exp(log_sigma[0] / rho)", "np.exp(log_sigma[-1]), np.exp(log_sigma[0])", KARRAS)
+add("ddpm-karras-shifted", "ddpm.py", "grid = rho * np.log(np.linspace(s_max, s_min, steps))", "grid = rho * np.log(np.linspace(s_max, s_min, steps + 1)[1:])", KARRAS)
+add("ddpm-karras-is-lambda", "ddpm.py", '    if spacing == "karras":  # eq. 5', '    if spacing == "no-such":  # eq. 5', KARRAS)
+add("ddpm-images-default-spacing-lambda", "ddpm.py", 'spacing = "karras" if len(model.shape) == 3 else "lambda"', 'spacing = "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
+add("ddpm-points-default-spacing-karras", "ddpm.py", 'spacing = "karras" if len(model.shape) == 3 else "lambda"', 'spacing = "karras"', "tests/test_ddpm.py::test_generate_is_x_T_then_sample_then_denormalize")
 
 
 # fm.py: the path and target, t sampling, the OT coupling, the three ODE steps, the likelihood (trace, Hutchinson,
@@ -260,7 +267,7 @@ add("ldm-latents-clipped", "ldm.py", "x0_clip=x0_clip, batch_size=batch_size)", 
 add("ldm-ae-beta-ignored", "ldm.py", "beta=ae_beta, steps=ae_steps", "beta=1.0, steps=ae_steps",
     f"{T_LDM}::test_checkpoint_carries_autoencoder_scale_and_ddpm_and_sample_rebuilds_them")
 add("ldm-seed-after-build", "ldm.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "",
-    f"{SAME}[ldm]")
+    f"{T_LDM}::test_stage_2_on_a_given_autoencoder_and_its_exact_resume")
 add("ldm-stage-1-again-on-resume", "ldm.py", "if not ae and not (resume and ae_path.exists()", "if not ae and not (False",
     f"{SAME}[ldm]")
 ELBO_S = f"{T_LDM}::test_spatial_vae_elbo_is_the_mean_of_its_one_sample_iwae"

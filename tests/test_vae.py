@@ -175,6 +175,21 @@ def test_every_command_on_mnist5k(tmp_path, capsys, likelihood):
     assert f"NLL {r[key]:.4f} " in out and vae.nll(ckpt=str(ck), k=3, n=4)[key] == r[key]
 
 
+def test_every_command_with_a_spatial_latent(tmp_path, capsys):
+    code, out, err = cli(capsys, "train", "--latent", "spatial", "--factor", 2, "--latent-channels", 3, "--beta", 1e-3,
+                         "--likelihood", "logistic", "--steps", 2, "--hidden", 8, "--batch-size", 8, "--device", "cpu",
+                         "--out", tmp_path / "r")
+    assert code == 0, err
+    ck = tmp_path / "r" / "ckpt.pt"
+    model = vae.load(ck)
+    assert model.latent_shape == (3, 14, 14) and model.encode(torch.zeros(2, 1, 28, 28))[0].shape == (2, 3, 14, 14)
+    for cmd in ["reconstruct", "interpolate", "sample"]:
+        code, out, err = cli(capsys, cmd, "--ckpt", ck, "--out", tmp_path / f"{cmd}.png")
+        assert code == 0 and (tmp_path / f"{cmd}.png").exists(), err
+    code, out, err = cli(capsys, "nll", "--ckpt", ck, "--k", 2, "--n", 3)
+    assert code == 0 and "bits/dim (" in out, err
+
+
 # ----------------------------------------------------------------------------------------------------- the surface
 @pytest.fixture(scope="module")
 def moons_ckpt(tmp_path_factory):
@@ -220,6 +235,8 @@ def test_bad_input_fails_with_one_line(tmp_path, capsys):
     for args in [("train", "--data", "nope"), ("train", "--data", "moons", "--steps", -1),
                  ("train", "--likelihood", "gauss"), ("train", "--data", "moons", "--beta", "nan"),
                  ("sample", "--ckpt", tmp_path / "missing.pt"), ("sample", "--ckpt", bad),
-                 ("nll", "--ckpt", bad, "--k", 0), ("reconstruct", "--ckpt", bad, "--out", tmp_path / "x.jpg")]:
+                 ("nll", "--ckpt", bad, "--k", 0), ("reconstruct", "--ckpt", bad, "--out", tmp_path / "x.jpg"),
+                 ("train", "--latent", "cube"), ("train", "--data", "moons", "--latent", "spatial"),
+                 ("train", "--latent", "spatial", "--factor", 3), ("train", "--latent", "spatial", "--factor", 32)]:
         assert_one_line_error(Proc(*cli(capsys, *args)))
     assert_one_line_error(run_cli("vae.py", "train", "--data", "moons", "--latent-dim", "0"))  # a real process
