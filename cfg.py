@@ -89,7 +89,7 @@ def guided_eps(model: ddpm.DDPM, y, s: float):
 @torch.no_grad()
 def generate(model: ddpm.DDPM, n: int, *, generator: torch.Generator | None = None, y=None, guidance: float = 2.0,
              method: str = "dpm++2m", steps: int = 20, eta: float = 0.0, spacing: str = "lambda",
-             x0_clip: float | None = 1.0, batch_size: int = 500) -> torch.Tensor:
+             rho: float = 3.0, x0_clip: float | None = 1.0, batch_size: int = 500) -> torch.Tensor:
     """n guided samples in data space, float32 on the CPU (images in [-1, 1]): Algorithm 2 with
     eps_tilde = eps_u + s (eps_c - eps_u), s = `guidance` (guided_eps), through ddpm.sample (`method` "ddpm", "ddim"
     with `eta`, or "dpm++2m", `steps` passes of the network on the doubled batch), then x = x_0 * scale + shift.
@@ -115,7 +115,7 @@ def generate(model: ddpm.DDPM, n: int, *, generator: torch.Generator | None = No
         y_b = torch.randint(null, (b,), generator=generator, device=where) if y is None else y[i:i + b]  # y ~ U{0..C-1}
         x_T = torch.randn((b, *model.shape), generator=generator, device=where).to(dev)  # x_T ~ N(0, I)
         x_0 = ddpm.sample(guided_eps(model, y_b.to(dev), guidance), model.alpha_bar64, x_T, method, steps, eta,
-                          generator, spacing, clip)
+                          generator, spacing, clip, rho)
         out.append(model.denormalize(x_0).float().cpu())  # x = x_0 * scale + shift
     return torch.cat(out)
 
@@ -260,12 +260,13 @@ def write(x: torch.Tensor, y: torch.Tensor, out: str, per_row: int | None = None
     print(f"wrote {out}")
 
 
-def check_sampler(sampler: str, steps: int, eta: float, spacing: str, batch_size: int) -> None:
+def check_sampler(sampler: str, steps: int, eta: float, spacing: str, batch_size: int, rho: float = 3.0) -> None:
     check = training.check
     check(sampler in ddpm.SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(ddpm.SAMPLERS)}")
     check(steps > 0, f"--steps must be positive, got {steps}")
     check(eta >= 0, f"--eta must be >= 0, got {eta}")
-    check(spacing in ("lambda", "uniform"), f"unknown --spacing {spacing!r}; use lambda or uniform")
+    check(spacing in ddpm.SPACINGS, f"unknown --spacing {spacing!r}; use {', '.join(ddpm.SPACINGS)}")
+    check(rho > 0, f"--rho must be positive, got {rho}")
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
 
 
@@ -278,7 +279,8 @@ def sample_cmd(
     sampler: Annotated[str, Opt(help="ddpm (ancestral), ddim or dpm++2m")] = "dpm++2m",
     steps: Annotated[int, Opt(help="sampler steps; each runs the network once on the doubled batch")] = 20,
     eta: Annotated[float, Opt(help="DDIM stochasticity: 0 deterministic, 1 = ancestral")] = 0.0,
-    spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
+    spacing: Annotated[str, Opt(help="timestep spacing: lambda (log-SNR even), karras (sigma^(1/rho) even) or uniform")] = "lambda",
+    rho: Annotated[float, Opt(help="karras spacing: rho (large: like lambda; small: fewer steps at low noise)")] = 3.0,
     batch_size: Annotated[int, Opt(help="samples per batch")] = 250,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (keys x, y); default: next to the ckpt")] = None,
     device: training.Device = "auto",
@@ -287,7 +289,7 @@ def sample_cmd(
     """Sample with guidance scale s: one class (--label K) or one row per class (--label -1)."""
     check = training.check
     check(n > 0, f"--n must be positive, got {n}")
-    check_sampler(sampler, steps, eta, spacing, batch_size)
+    check_sampler(sampler, steps, eta, spacing, batch_size, rho)
     model = load_guidable(ckpt, device)
     C, data = model.num_classes, model.config["data"]
     check(-1 <= label < C, f"--label {label} is not a class of {data} (0..{C - 1}, or -1 for one row per class)")
@@ -298,7 +300,7 @@ def sample_cmd(
     g = torch.Generator(dev).manual_seed(seed)
     with training.autocast(dev):
         x = generate(model, len(y), generator=g, y=y, guidance=guidance, method=sampler, steps=steps, eta=eta,
-                     spacing=spacing, batch_size=batch_size)
+                     spacing=spacing, rho=rho, batch_size=batch_size)
     name = f"samples-{'all' if label < 0 else label}-s{guidance:g}.png"
     per_row = len(y) // C if label < 0 else None
     import data as datasets

@@ -77,18 +77,21 @@ class Budget(Exception):
     """Raised inside the training loop when the time budget is spent."""
 
 
-def train(name: str, budget: float, points: int, runs: Path) -> None:
+def train(name: str, budget: float, points: int, runs: Path, steps: int = 0) -> None:
+    """Train until `budget` seconds of loop (or, with steps > 0, `steps` optimizer steps: equal steps, which a
+    machine shared with other work cannot distort), keeping `points` EMA snapshots evenly spaced in time (in steps)."""
     module, before = family(name)
     opts = {**before, **RECIPES[name][0]}
     run = runs / name
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
-    marks = [budget * (i + 1) / points for i in range(points)]
+    total = steps or budget
+    marks = [total * (i + 1) / points for i in range(points)]
     original, paused = training.Trainer.step, [0.0]
 
     def step(self, loss, part=None, **metrics):  # before the step: the EMA holds every step so far
         elapsed = time.time() - self.t0 - paused[0]
-        if elapsed >= marks[0]:
+        if (self.step_num if steps else elapsed) >= marks[0]:
             t = time.time()
             snap = run / f"snap-{points - len(marks) + 1}.pt"
             torch.save({"config": self.config, "ema": self.ema.module.state_dict(), "step": self.step_num,
@@ -100,7 +103,8 @@ def train(name: str, budget: float, points: int, runs: Path) -> None:
         original(self, loss, part, **metrics)
 
     training.Trainer.step = step
-    print(f"{name}: training {budget:.0f} s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    print(f"{name}: training {f'{steps} steps' if steps else f'{budget:.0f} s'}, load {os.getloadavg()[0]:.2f}",
+          file=sys.stderr)
     try:
         module.train(**{**opts, "steps": 10 ** 7, "out": str(run / "run"), "device": "cpu", "ckpt_every": 10 ** 7})
     except Budget:
@@ -179,6 +183,7 @@ def main() -> None:
     ap.add_argument("command", choices=["train", "eval", "plot", "list"])
     ap.add_argument("recipes", nargs="*", help="recipe names (see `list`)")
     ap.add_argument("--budget", type=float, default=340.0, help="seconds of training loop per recipe")
+    ap.add_argument("--steps", type=int, default=0, help="train: stop after this many steps instead of --budget")
     ap.add_argument("--points", type=int, default=4, help="EMA snapshots per run, evenly spaced in time")
     ap.add_argument("--n", type=int, default=1000, help="samples scored per snapshot")
     ap.add_argument("--runs", default="runs/curves")
@@ -193,7 +198,7 @@ def main() -> None:
             print(f"{name:16s} {json.dumps(opts):60s} {why}")
     for name in a.recipes:
         if a.command == "train":
-            train(name, a.budget, a.points, Path(a.runs))
+            train(name, a.budget, a.points, Path(a.runs), a.steps)
         elif a.command == "eval":
             evaluate(name, a.n, Path(a.runs), Path(a.results))
     if a.command == "plot":
