@@ -47,7 +47,6 @@ from typing import Annotated
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import typer
 
 S_MAX = 2.0  # bound on the coupling's log-scale: |s| <= 2 per layer
 ALPHA = 0.05  # logit transform margin (RealNVP Sec. 4.1)
@@ -64,7 +63,7 @@ class ActNorm(nn.Module):
         self.log_s = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.pending_init = False  # set by Flow.initialize: the next forward sets b, log_s from its batch
 
-    def forward(self, x):
+    def forward(self, x, label=None):  # label: unused (only couplings and the base see the class)
         if self.pending_init:  # data-dependent init: b = -mean, s = 1 / std over (batch, H, W) -> y ~ zero mean, unit var
             with torch.no_grad():
                 self.b.copy_(-x.mean((0, 2, 3), keepdim=True))
@@ -73,7 +72,7 @@ class ActNorm(nn.Module):
         log_det = x.shape[2] * x.shape[3] * self.log_s.sum()
         return (x + self.b) * self.log_s.exp(), log_det.expand(len(x))
 
-    def inverse(self, y):
+    def inverse(self, y, label=None):
         return y * torch.exp(-self.log_s) - self.b
 
 
@@ -96,20 +95,23 @@ class InvConv1x1(nn.Module):
         eye = torch.eye(len(self.P), device=self.P.device)
         return self.P @ (self.L * self.lower + eye) @ (self.U * self.lower.T + torch.diag(self.sign_s * self.log_s.exp()))
 
-    def forward(self, x):
+    def forward(self, x, label=None):
         log_det = x.shape[2] * x.shape[3] * self.log_s.sum()  # log|det W| = sum log|s| (L unit-diagonal, |det P| = 1)
         return F.conv2d(x, self.weight()[:, :, None, None]), log_det.expand(len(x))
 
-    def inverse(self, y):
+    def inverse(self, y, label=None):
         w = self.weight()
         w = (w.cpu() if w.device.type == "mps" else w).double()  # double: an exact-as-possible inverse (MPS has none)
         return F.conv2d(y, torch.linalg.inv(w).to(y)[:, :, None, None])
 
 
 class AffineCoupling(nn.Module):
-    """RealNVP eq. 9 with mask b [1, C, H, W]: y = b*x + (1-b)*(x*exp(s) + t), (s, t) = NN(b*x); log-det = sum (1-b)*s."""
+    """RealNVP eq. 9 with mask b [1, C, H, W]: y = b*x + (1-b)*(x*exp(s) + t), (s, t) = NN(b*x); log-det = sum (1-b)*s.
+    Conditional (num_classes > 0): (s, t) = NN(b*x, c), the class embedding e_c added to the first layer's output
+    (for the 1x1 convolutions of points exactly a one-hot c concatenated to the input; for 3x3 ones, a constant
+    label channel up to the zero padding). The Jacobian stays triangular: c does not depend on x."""
 
-    def __init__(self, mask: torch.Tensor, hidden: int, kernel: int):
+    def __init__(self, mask: torch.Tensor, hidden: int, kernel: int, num_classes: int = 0):
         super().__init__()
         C = mask.shape[1]
         self.register_buffer("mask", mask)
@@ -118,18 +120,25 @@ class AffineCoupling(nn.Module):
                                  nn.Conv2d(hidden, 2 * C, kernel, padding=kernel // 2))
         nn.init.zeros_(self.net[-1].weight)  # start as the identity (Glow Sec. 3.3)
         nn.init.zeros_(self.net[-1].bias)
+        if num_classes:  # zero: the conditional flow starts as the unconditional one
+            self.label_emb = nn.Embedding(num_classes, hidden)
+            nn.init.zeros_(self.label_emb.weight)
 
-    def _s_t(self, x_masked):
-        raw, t = self.net(x_masked).chunk(2, 1)  # [B, C, H, W] each
+    def _s_t(self, x_masked, label=None):
+        if label is None:
+            out = self.net(x_masked)
+        else:  # first layer + e_c [B, hidden, 1, 1], then the rest
+            out = self.net[1:](self.net[0](x_masked) + self.label_emb(label)[:, :, None, None])
+        raw, t = out.chunk(2, 1)  # [B, C, H, W] each
         s = S_MAX * torch.tanh(raw / S_MAX)  # departure: bounded log-scale (see the docstring)
         return s * (1 - self.mask), t * (1 - self.mask)  # zero where b = 1: those entries pass unchanged
 
-    def forward(self, x):
-        s, t = self._s_t(self.mask * x)
+    def forward(self, x, label=None):
+        s, t = self._s_t(self.mask * x, label)
         return x * s.exp() + t, s.sum((1, 2, 3))  # = b*x + (1-b)*(x*e^s + t), since s = t = 0 where b = 1
 
-    def inverse(self, y):
-        s, t = self._s_t(self.mask * y)  # b*y = b*x: the conditioner sees the same input
+    def inverse(self, y, label=None):
+        s, t = self._s_t(self.mask * y, label)  # b*y = b*x: the conditioner sees the same input
         return (y - t) * torch.exp(-s)
 
 
@@ -154,12 +163,13 @@ def unsqueeze(x):  # [B, 4C, H, W] -> [B, C, 2H, 2W]
     return x.view(B, C4 // 4, 2, 2, H, W).permute(0, 1, 4, 2, 5, 3).reshape(B, C4 // 4, 2 * H, 2 * W)
 
 
-def glow_steps(C: int, H: int, W: int, n: int, mask_fn, hidden: int, kernel: int) -> nn.ModuleList:
+def glow_steps(C: int, H: int, W: int, n: int, mask_fn, hidden: int, kernel: int,
+               num_classes: int = 0) -> nn.ModuleList:
     """n steps of ActNorm -> InvConv1x1 (if C > 1) -> AffineCoupling, the mask parity alternating."""
     steps = []
     for i in range(n):
         layers = [ActNorm(C)] + ([InvConv1x1(C)] if C > 1 else []) + \
-                 [AffineCoupling(mask_fn(C, H, W, i % 2), hidden, kernel)]
+                 [AffineCoupling(mask_fn(C, H, W, i % 2), hidden, kernel, num_classes)]
         steps.extend(layers)
     return nn.ModuleList(steps)
 
@@ -167,31 +177,40 @@ def glow_steps(C: int, H: int, W: int, n: int, mask_fn, hidden: int, kernel: int
 # ----------------------------------------------------------------------------------------------------- the flow
 class Flow(nn.Module):
     """Points: shape (d,), 4 * `blocks` steps with MLP couplings. Images: shape (C, H, W); per scale `blocks` checkerboard
-    steps, squeeze, `blocks` channel steps, factor out half; then `blocks` + 1 checkerboard steps (RealNVP Sec. 3.6)."""
+    steps, squeeze, `blocks` channel steps, factor out half; then `blocks` + 1 checkerboard steps (RealNVP Sec. 3.6).
+    num_classes > 0: the conditional flow p(x|c): every coupling takes the class c, and the base is N(mu_c, I)."""
 
-    def __init__(self, shape=(2,), hidden: int = 64, blocks: int = 4, scales: int = 2):
+    def __init__(self, shape=(2,), hidden: int = 64, blocks: int = 4, scales: int = 2, num_classes: int = 0):
         super().__init__()
         self.shape, self.images = tuple(shape), len(shape) == 3
         self.levels = nn.ModuleList()
+        K = num_classes
         if not self.images:
-            self.top = glow_steps(shape[0], 1, 1, 4 * blocks, channel_mask, hidden, 1)
+            self.top = glow_steps(shape[0], 1, 1, 4 * blocks, channel_mask, hidden, 1, K)
             d = shape[0]
         else:
             C, H, W = shape
             for _ in range(scales):
-                lvl = nn.ModuleDict({"checker": glow_steps(C, H, W, blocks, checkerboard, hidden, 3)})
+                lvl = nn.ModuleDict({"checker": glow_steps(C, H, W, blocks, checkerboard, hidden, 3, K)})
                 C, H, W = 4 * C, H // 2, W // 2  # squeeze
-                lvl["channel"] = glow_steps(C, H, W, blocks, channel_mask, hidden, 3)
+                lvl["channel"] = glow_steps(C, H, W, blocks, channel_mask, hidden, 3, K)
                 self.levels.append(lvl)
                 C = C - C // 2  # half of the channels factored out
-            self.top = glow_steps(C, H, W, blocks + 1, checkerboard, hidden, 3)
+            self.top = glow_steps(C, H, W, blocks + 1, checkerboard, hidden, 3, K)
             self.top_shape = (C, H, W)
             d = 1
         self.register_buffer("shift", torch.zeros(d))  # points: training mean and std, set by `train`
         self.register_buffer("scale", torch.ones(d))
+        self.num_classes = num_classes
+        if num_classes:  # the base mean mu_c [D] per class, zero at first; p(c): the training frequencies
+            self.base_mean = nn.Embedding(num_classes, math.prod(shape))
+            nn.init.zeros_(self.base_mean.weight)
+            self.register_buffer("log_pc", torch.full((num_classes,), -math.log(num_classes)))
 
-    def forward(self, x):
-        """f: x -> (z [B, D], log|det df/dx| [B]); images x = y in [0, 1]^(C, H, W), points raw [B, d]."""
+    def forward(self, x, label=None):
+        """f: x -> (z [B, D], log|det df/dx| [B]); images x = y in [0, 1]^(C, H, W), points raw [B, d].
+        With class labels [B]: z - mu_c, the last step of f, volume preserving (log-det 0), so that
+        log N(f(x); mu_c, I) = log N(z - mu_c; 0, I) and the training loss keeps one form."""
         if self.images:  # logit transform: v = logit(alpha + (1 - 2 alpha) y)
             y1 = ALPHA + (1 - 2 * ALPHA) * x
             h = torch.log(y1) - torch.log1p(-y1)
@@ -202,21 +221,23 @@ class Flow(nn.Module):
         zs = []
         for lvl in self.levels:
             for layer in lvl["checker"]:
-                h, ld = layer(h)
+                h, ld = layer(h, label)
                 log_det = log_det + ld
             h = squeeze(h)
             for layer in lvl["channel"]:
-                h, ld = layer(h)
+                h, ld = layer(h, label)
                 log_det = log_det + ld
             z_i, h = h.chunk(2, 1)  # factor out half of the channels
             zs.append(z_i.flatten(1))
         for layer in self.top:
-            h, ld = layer(h)
+            h, ld = layer(h, label)
             log_det = log_det + ld
-        return torch.cat(zs + [h.flatten(1)], 1), log_det  # z [B, D]
+        z = torch.cat(zs + [h.flatten(1)], 1)  # z [B, D]
+        return (z, log_det) if label is None else (z - self.base_mean(label), log_det)
 
-    def inverse(self, z):
-        """f^-1: z [B, D] -> x (the inverse of every layer, in reverse order)."""
+    def inverse(self, z, label=None):
+        """f^-1: z [B, D] -> x (the inverse of every layer, in reverse order); with labels, z + mu_c first."""
+        z = z if label is None else z + self.base_mean(label)
         B, i = len(z), z.shape[1]
         if not self.images:
             h = z[:, :, None, None]
@@ -224,32 +245,50 @@ class Flow(nn.Module):
             n_top = math.prod(self.top_shape)
             h, i = z[:, i - n_top:].reshape(B, *self.top_shape), i - n_top
         for layer in reversed(self.top):
-            h = layer.inverse(h)
+            h = layer.inverse(h, label)
         for lvl in reversed(self.levels):
             n_i = h[0].numel()  # the factored-out half has as many entries as the part that went on
             h, i = torch.cat([z[:, i - n_i:i].reshape(h.shape), h], 1), i - n_i
             for layer in reversed(lvl["channel"]):
-                h = layer.inverse(h)
+                h = layer.inverse(h, label)
             h = unsqueeze(h)
             for layer in reversed(lvl["checker"]):
-                h = layer.inverse(h)
+                h = layer.inverse(h, label)
         if self.images:  # y = (sigmoid(v) - alpha) / (1 - 2 alpha)
             return (torch.sigmoid(h) - ALPHA) / (1 - 2 * ALPHA)
         return h.flatten(1) * self.scale + self.shift
 
-    def log_prob(self, x):
-        """Exact log p(x) = log N(f(x); 0, I) + log|det df/dx| per example, nats (RealNVP eq. 3)."""
-        z, log_det = self(x)
+    def log_prob(self, x, label=None):
+        """Exact log p(x) = log N(f(x); 0, I) + log|det df/dx| per example, nats (RealNVP eq. 3). Conditional flow:
+        log p(x|c) = log N(f(x; c); mu_c, I) + log|det df(x; c)/dx| with labels [B]; without them the marginal
+        log p(x) = log sum_c p(x|c) p(c), exact as well."""
+        if self.num_classes and label is None:
+            return torch.logsumexp(self.log_joint(x), 1)
+        z, log_det = self(x, label)
         return (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(1) + log_det
 
+    def log_joint(self, x):
+        """log p(x|c) + log p(c) for every class c -> [B, C]."""
+        return torch.stack([self.log_prob(x, torch.full((len(x),), c, device=x.device))
+                            for c in range(self.num_classes)], 1) + self.log_pc
+
+    def log_posterior(self, x):
+        """The flow as a generative classifier, Bayes' rule with exact densities -> log p(c|x) [B, C]:
+            p(c|x) = p(x|c) p(c) / sum_c' p(x|c') p(c')."""
+        log_pxc = self.log_joint(x)
+        return log_pxc - torch.logsumexp(log_pxc, 1, keepdim=True)
+
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, batch: int = 1000):
-        """x = f^-1(T * eps), eps ~ N(0, I) (Glow Sec. 5: T < 1 trades diversity for fidelity). eps [n, D] is drawn
-        first, where `generator` lives, then inverted `batch` rows at a time (the batch does not change the draws)."""
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, batch: int = 1000,
+               label: torch.Tensor | None = None):
+        """x = f^-1(T * eps), eps ~ N(0, I) (Glow Sec. 5: T < 1 trades diversity for fidelity); with labels [n],
+        x = f^-1(mu_c + T * eps; c). eps [n, D] is drawn first, where `generator` lives, then inverted `batch` rows
+        at a time (the batch does not change the draws)."""
         dev, D = self.shift.device, math.prod(self.shape)
         eps = torch.randn(n, D, generator=generator, device=generator.device if generator is not None else dev)
         z = temperature * eps.to(dev)
-        return torch.cat([self.inverse(zb) for zb in z.split(batch)])
+        labels = [None] * len(z.split(batch)) if label is None else label.to(dev).split(batch)
+        return torch.cat([self.inverse(zb, lb) for zb, lb in zip(z.split(batch), labels)])
 
     @torch.no_grad()
     def initialize(self, x):
@@ -272,36 +311,57 @@ def bits_per_dim(log_p_y: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------- the surface
+def labels_for(n: int, num_classes: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Class labels of n samples (CPU): an int -> n copies, or [n] ids in 0..C-1; None -> c ~ U{0..C-1} drawn from
+    `generator` first (a conditional flow) or None (an unconditional one)."""
+    if not num_classes:
+        if y is not None:
+            raise ValueError("flow.py's Flow is unconditional (trained without --cond): y must be None")
+        return None
+    if y is None:
+        where = generator.device if generator is not None else "cpu"
+        return torch.randint(num_classes, (n,), generator=generator, device=where).cpu()
+    c = torch.as_tensor(y, dtype=torch.long).cpu()
+    c = c.expand(n) if c.dim() == 0 else c
+    if c.shape != (n,) or not bool(((c >= 0) & (c < num_classes)).all()):
+        raise ValueError(f"y must be one class or {n} classes in 0..{num_classes - 1}, got {c.tolist()[:8]}")
+    return c
+
+
 @torch.no_grad()
 def generate(model: Flow, n: int, *, generator: torch.Generator | None = None, y=None, temperature: float = 1.0,
              batch: int = 1000) -> torch.Tensor:
     """n samples in data space on the CPU: x = f^-1(T eps); images y in [0, 1] -> x = 2y - 1, clamped to [-1, 1]
-    (a sample may leave the cube slightly); points as they come. One generator runs through."""
-    if y is not None:
-        raise ValueError("flow.py's Flow is unconditional: y must be None")
-    x = model.sample(n, temperature, generator, batch)
+    (a sample may leave the cube slightly); points as they come. Conditional flow: y = the class labels
+    (`labels_for`; None: drawn uniformly, first). One generator runs through."""
+    label = labels_for(n, model.num_classes, y, generator)
+    x = model.sample(n, temperature, generator, batch, label)
     return ((2 * x - 1).clamp(-1, 1) if model.images else x).cpu()
 
 
 @torch.no_grad()
-def likelihood(model: Flow, x: torch.Tensor, *, seed: int = 0, batch: int = 256) -> dict:
+def likelihood(model: Flow, x: torch.Tensor, *, seed: int = 0, batch: int = 256, y: torch.Tensor | None = None) -> dict:
     """Exact mean -log p on data x in data space; kind "exact". Points: {"nll_nats"}. Images: {"nll_bpd"} of
-    y = dequantize(x), one draw of u per image from a generator seeded with `seed` (the bpd protocol above)."""
+    y = dequantize(x), one draw of u per image from a generator seeded with `seed` (the bpd protocol above).
+    Conditional flow: -log p(x|c) with class labels y [N], the marginal -log p(x) without."""
     dev = model.shift.device
     g = torch.Generator(dev).manual_seed(seed)
     per = []
-    for xb in x.split(batch):
+    for i, xb in enumerate(x.split(batch)):
         xb = xb.to(dev)
+        lb = None if y is None else y[i * batch:(i + 1) * batch].to(dev)
         if model.images:
-            per.append(bits_per_dim(model.log_prob(dequantize(xb, g)), math.prod(model.shape)).cpu())
+            per.append(bits_per_dim(model.log_prob(dequantize(xb, g), lb), math.prod(model.shape)).cpu())
         else:
-            per.append(-model.log_prob(xb).cpu())  # -log p(x), nats
+            per.append(-model.log_prob(xb, lb).cpu())  # -log p(x), nats
     value = float(torch.cat(per).mean())
     return {"nll_bpd" if model.images else "nll_nats": value, "kind": "exact", "n": len(x)}
 
 
 # ----------------------------------------------------------------------------------------------------- commands
-import data as datasets  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
+import typer  # noqa: E402  (the lower part of the file: CLI, data and training plumbing)
+
+import data as datasets  # noqa: E402
 import training  # noqa: E402
 
 app = training.App(help="Normalizing flow (RealNVP/Glow): exact likelihood training, sampling with temperature, NLL.")
@@ -326,6 +386,8 @@ def train(
     batch_size: Annotated[int, Opt(help="examples per step")] = 64,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
     warmup: Annotated[int, Opt(min=0, help="linear learning-rate warm-up steps")] = 100,
+    cond: Annotated[bool, Opt("--cond/--no-cond", help="conditional flow p(x|c) on the data's labels (couplings and "
+                                                        "base mean take the class); then sample --label K, classify")] = False,
     ema_decay: Annotated[float, Opt(help="EMA decay of the weights used to sample")] = 0.995,
     grad_clip: training.GradClip = 1.0,
     weight_decay: training.WeightDecay = 0.0,
@@ -344,31 +406,38 @@ def train(
         H, W = ds.shape[1:]
         training.check(H % 2 ** scales == 0 and W % 2 ** scales == 0,
                        f"--scales {scales}: image size {H}x{W} must be divisible by {2 ** scales}")
+    training.check(not cond or (ds.y is not None and ds.num_classes > 1), f"--cond needs a labelled dataset; {data} has none")
     config["model"] = dict(shape=list(ds.shape), hidden=hidden, blocks=blocks, scales=scales)
+    if cond:  # the label count travels in the checkpoint's model config (absent: 0, an unconditional flow)
+        config["model"]["num_classes"] = ds.num_classes
     torch.manual_seed(seed)  # the 1x1 convolutions' random init
     model = Flow(**config["model"])
     if ds.kind == "points":
         model.shift.copy_(ds.x.mean(0))
         model.scale.copy_(ds.x.std(0))
+    if cond:  # p(c): the training set's class frequencies (the Bayes classifier's prior)
+        model.log_pc.copy_(torch.bincount(ds.y, minlength=ds.num_classes).float().div(len(ds)).log())
     g = torch.Generator().manual_seed(seed)
     x0 = ds.x[torch.randperm(len(ds), generator=g)[:512]]
     model.initialize(dequantize(x0, g) if model.images else x0)  # ActNorm data init, before the EMA copy is made
     tr = training.Trainer("flow", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/flow-{data}", device=device, seed=seed, resume=resume,
                           ema_decay=ema_decay, warmup=warmup, betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip)
-    for step, (x, _) in tr:
+    for step, (x, c) in tr:
         # no autocast: the log-determinants are sums over many layers and dims, kept in float32
+        c = c if cond else None  # conditional: z = f(x; c) - mu_c, so log p(x|c) has the form below as well
         if model.images:
-            z, log_det = tr.models["model"](dequantize(x))
+            z, log_det = tr.models["model"](dequantize(x), c)
         else:
-            z, log_det = tr.models["model"](x)
+            z, log_det = tr.models["model"](x, c)
         log_p = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(1) + log_det
         if model.images:
             bpd = bits_per_dim(log_p, math.prod(model.shape)).mean()
             tr.step(bpd, bpd=float(bpd.detach()))
         else:
             tr.step(-log_p.mean(), nll_nats=float(-log_p.detach().mean()))
-    return tr.finish(lambda n: generate(tr.sampling_model(), n), reference=ds.x[:2000])
+    sorted_labels = (lambda n: torch.arange(n) * ds.num_classes // n) if cond else (lambda n: None)  # class by class
+    return tr.finish(lambda n: generate(tr.sampling_model(), n, y=sorted_labels(n)), reference=ds.x[:2000])
 
 
 @app.command()
@@ -378,22 +447,63 @@ def sample(
     temperature: Annotated[float, Opt(help="z ~ N(0, T^2 I); T < 1 gives cleaner, less diverse samples")] = 1.0,
     out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space); default "
                                  "<ckpt folder>/sample.png")] = "",
+    label: Annotated[int | None, Opt(help="conditional flow: the class to draw (default: the classes in turn); needs "
+                                           "a model trained with --cond")] = None,
     seed: training.Seed = 0,
     device: training.Device = "auto",
 ) -> Path:
-    """x = f^-1(T * eps)."""
+    """x = f^-1(T * eps); conditional: x = f^-1(mu_c + T * eps; c)."""
     training.check(n > 0, f"--n must be positive, got {n}")
     training.check(temperature > 0 and math.isfinite(temperature), f"--temperature must be > 0, got {temperature}")
     path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, str(training.device(device)))
-    x = generate(model, n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    K = model.num_classes
+    training.check(label is None or K > 0, "--label needs a model trained with --cond; this one is unconditional")
+    training.check(label is None or 0 <= label < K, f"--label must be in 0..{K - 1}, got {label}")
+    c = (torch.full((n,), label) if label is not None else torch.arange(n) * K // n) if K else None
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), temperature=temperature, y=c)
     training.check(bool(torch.isfinite(x).all()), "sampling produced non-finite values; try a lower --temperature")
     ref = None if model.images else _test_data(ckpt)[:2000]
+    if c is not None and training.load_checkpoint(ckpt, "flow")["config"]["data"] in ("mnist5k", "mnist"):
+        import fid  # the share of samples in which fid.py's MNIST classifier sees the class asked for
+
+        acc = float((fid.classify(x).argmax(1) == c).float().mean())
+        print(f"label accuracy (fid.classify): {acc:.4f} on {n} samples")
     return datasets.write_samples(x, path, reference=ref)
 
 
 def _test_data(ckpt: str) -> torch.Tensor:
     return datasets.load(training.load_checkpoint(ckpt, "flow")["config"]["data"], "test").x
+
+
+@app.command()
+def classify(
+    ckpt: Annotated[str, Opt(help="checkpoint of a conditional flow (train --cond)")] = "runs/flow-mnist5k/ckpt.pt",
+    n: Annotated[int, Opt(help="test examples, a random subset (0 = the whole test split)")] = 0,
+    seed: Annotated[int, Opt(help="random seed (the subset, the dequantization noise)")] = 0,
+    device: training.Device = "cpu",
+) -> dict:
+    """Bayes classifier argmax_c p(x|c) p(c) with the flow's exact densities: its test accuracy (images: one
+    dequantization draw per image, shared by every class), beside fid.py's discriminative classifier's."""
+    training.check(n >= 0, f"--n must be >= 0, got {n}")
+    model = load(ckpt, str(training.device(device)))
+    training.check(model.num_classes > 0, f"{ckpt} is an unconditional flow; classify needs one trained with --cond")
+    name = training.load_checkpoint(ckpt, "flow")["config"]["data"]
+    ds = datasets.load(name, "test")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n] if n else torch.arange(len(ds))
+    with torch.no_grad():
+        pred = torch.cat([model.log_posterior((dequantize(xb, g) if model.images else xb).to(model.shift.device))
+                          .argmax(1).cpu() for xb in ds.x[idx].split(100)])
+    res = dict(model="flow", data=name, n=len(idx), accuracy=float((pred == ds.y[idx]).float().mean()))
+    msg = f"Bayes classifier p(c|x) of the flow: test accuracy {100 * res['accuracy']:.2f}% on {len(idx)} {name} examples"
+    if name in ("mnist5k", "mnist"):
+        import fid
+
+        res["fid_classifier_accuracy"] = float((fid.classify(ds.x[idx]).argmax(1) == ds.y[idx]).float().mean())
+        msg += f" (fid.py's discriminative classifier on the same: {100 * res['fid_classifier_accuracy']:.2f}%)"
+    print(msg)
+    return res
 
 
 @app.command()

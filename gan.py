@@ -51,13 +51,23 @@ def _sn(layer: nn.Module, on: bool) -> nn.Module:
     return spectral_norm(layer) if on else layer
 
 
+def projection(phi: torch.Tensor, embed: nn.Embedding, y: torch.Tensor, pack: int) -> torch.Tensor:
+    """The projection discriminator's class term y^T V phi(x) (Miyato & Koyama 2018, https://arxiv.org/abs/1802.05637,
+    eq. 3: D(x, y) = psi(phi(x)) + y^T V phi(x)), phi [B/k, F]. Packed (PacGAN): y is the k one-hots of the packed
+    samples side by side, so V has a row per (slot j, class) and y^T V = sum_j V[j C + y_j] [B/k, F]."""
+    y = y.view(-1, pack)  # [B/k, k]
+    slots = torch.arange(pack, device=y.device) * (embed.num_embeddings // pack)
+    return (embed(y + slots).sum(1) * phi).sum(1)  # [B/k]
+
+
 class MLPG(nn.Module):
     """z [B, z_dim] -> point [B, 2] in raw coordinates. The net works on standardized points: x = mean + std * net(z).
     bn: Linear -> BatchNorm -> ReLU hidden layers, the kind of generator PacGAN uses on the grid (Lin et al.
     2018, grid experiments; measured here without R1 at 20,000 steps: 22-25 modes, plain GAN 14-19, README);
     otherwise Linear -> LeakyReLU(0.2). In eval mode BN uses running statistics, so each z is sampled on its own."""
 
-    def __init__(self, z_dim: int = 16, width: int = 256, depth: int = 3, dim: int = 2, bn: bool = False):
+    def __init__(self, z_dim: int = 16, width: int = 256, depth: int = 3, dim: int = 2, bn: bool = False,
+                 num_classes: int = 0):
         super().__init__()
         layers, d = [], z_dim
         for _ in range(depth):
@@ -65,38 +75,49 @@ class MLPG(nn.Module):
                 [nn.Linear(d, width), nn.LeakyReLU(0.2)]
             d = width
         self.net = nn.Sequential(*layers, nn.Linear(d, dim))
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
         self.register_buffer("mean", torch.zeros(dim))  # training-set mean and std, filled in by train
         self.register_buffer("std", torch.ones(dim))
+        if num_classes:  # cGAN: made last, so that an unconditional G's initial weights stay what they were
+            self.embed = nn.Embedding(num_classes, width)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mean + self.std * self.net(z)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        # cGAN: a one-hot y concatenated to z (Mirza & Osindero 2014, https://arxiv.org/abs/1411.1784) is, in the first
+        # layer, W [z; onehot(y)] = W_z z + W_y[:, y]: the class embedding added to its output
+        h = self.net(z) if y is None else self.net[1:](self.net[0](z) + self.embed(y))
+        return self.mean + self.std * h
 
 
 class MLPD(nn.Module):
     """points [B, 2] -> logits [B / pack]: standardize, then pack k points into one input of 2k numbers (PacGAN)."""
 
-    def __init__(self, width: int = 256, depth: int = 3, pack: int = 1, sn: bool = True, dim: int = 2):
+    def __init__(self, width: int = 256, depth: int = 3, pack: int = 1, sn: bool = True, dim: int = 2,
+                 num_classes: int = 0):
         super().__init__()
         layers, d = [], dim * pack
         for _ in range(depth):
             layers += [_sn(nn.Linear(d, width), sn), nn.LeakyReLU(0.2)]
             d = width
         self.net = nn.Sequential(*layers, _sn(nn.Linear(d, 1), sn))
-        self.pack = pack
+        self.pack, self.num_classes = pack, num_classes
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
+        if num_classes:  # projection: V, one row of phi's width per (packed slot, class)
+            self.embed = _sn(nn.Embedding(pack * num_classes, width), sn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = ((x - self.mean) / self.std).reshape(-1, x.shape[1] * self.pack)  # [B, 2] -> [B/k, 2k]
-        return self.net(h).squeeze(1)
+        if y is None:
+            return self.net(h).squeeze(1)
+        phi = self.net[:-1](h)  # [B/k, width]
+        return self.net[-1](phi).squeeze(1) + projection(phi, self.embed, y, self.pack)  # psi(phi) + y^T V phi
 
 
 class ConvG(nn.Module):
     """DCGAN generator: z [B, z_dim] -> 4x4 -> 8x8 -> 16x16 -> 32x32 by stride-2 transposed convolutions with
     BatchNorm + ReLU, tanh output (Radford et al. sec. 3). 28x28 data: the centre 28x28 of the 32x32 output is kept."""
 
-    def __init__(self, z_dim: int = 64, ch: int = 32, shape: tuple = (1, 28, 28)):
+    def __init__(self, z_dim: int = 64, ch: int = 32, shape: tuple = (1, 28, 28), num_classes: int = 0):
         super().__init__()
         c = shape[0]
 
@@ -106,10 +127,16 @@ class ConvG(nn.Module):
         self.net = nn.Sequential(nn.ConvTranspose2d(z_dim, 4 * ch, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * ch),
                                  nn.ReLU(), *up(4 * ch, 2 * ch), *up(2 * ch, ch),
                                  nn.ConvTranspose2d(ch, c, 4, 2, 1), nn.Tanh())
-        self.z_dim, self.shape = z_dim, tuple(shape)
+        self.z_dim, self.shape, self.num_classes = z_dim, tuple(shape), num_classes
+        if num_classes:  # cGAN: the first layer's [4ch, 4, 4] output per class (a one-hot y concatenated to z)
+            self.embed = nn.Embedding(num_classes, 4 * ch * 16)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.net(z[:, :, None, None])  # [B, z_dim, 1, 1] -> [B, C, 32, 32]
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None:
+            x = self.net(z[:, :, None, None])  # [B, z_dim, 1, 1] -> [B, C, 32, 32]
+        else:
+            a = self.net[0](z[:, :, None, None])  # [B, 4ch, 4, 4]
+            x = self.net[1:](a + self.embed(y).view(a.shape))
         top, left = (32 - self.shape[1]) // 2, (32 - self.shape[2]) // 2
         return x[:, :, top:top + self.shape[1], left:left + self.shape[2]]  # crop back to the data's size
 
@@ -119,7 +146,8 @@ class ConvD(nn.Module):
     stride-2 convolutions with LeakyReLU(0.2). Departure: no BatchNorm in D, so D(x) depends on x alone, which the
     gradient penalty needs (Gulrajani et al. sec. 4) and which SN-DCGAN also does (Miyato et al. table 3)."""
 
-    def __init__(self, ch: int = 32, shape: tuple = (1, 28, 28), pack: int = 1, sn: bool = True):
+    def __init__(self, ch: int = 32, shape: tuple = (1, 28, 28), pack: int = 1, sn: bool = True,
+                 num_classes: int = 0):
         super().__init__()
         c = shape[0] * pack  # k packed images are stacked along channels
 
@@ -128,13 +156,18 @@ class ConvD(nn.Module):
 
         self.net = nn.Sequential(*down(c, ch), *down(ch, 2 * ch), *down(2 * ch, 4 * ch),
                                  _sn(nn.Conv2d(4 * ch, 1, 4, 1, 0), sn))  # 32 -> 16 -> 8 -> 4 -> 1
-        self.pack = pack
+        self.pack, self.num_classes = pack, num_classes
+        if num_classes:  # projection: V, one row per (packed slot, class) of phi's 4ch * 4 * 4 features
+            self.embed = _sn(nn.Embedding(pack * num_classes, 4 * ch * 16), sn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         dh, dw = 32 - x.shape[2], 32 - x.shape[3]
         x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=-1.0)  # [B, C, 28, 28] -> [B, C, 32, 32]
         x = x.reshape(-1, x.shape[1] * self.pack, 32, 32)  # [B, C, 32, 32] -> [B/k, kC, 32, 32]
-        return self.net(x).flatten()
+        if y is None:
+            return self.net(x).flatten()
+        phi = self.net[:-1](x)  # [B/k, 4ch, 4, 4]; the last conv (4x4 -> 1) is psi, linear in phi
+        return self.net[-1](phi).flatten() + projection(phi.flatten(1), self.embed, y, self.pack)
 
 
 # ----------------------------------------------------------------------------------------------------- losses
@@ -186,25 +219,44 @@ def r1_penalty(critic, real: torch.Tensor, scale=None) -> torch.Tensor:
 
 
 def build(config: dict, shape: tuple) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32."""
+    """(G, D) for the data's shape: MLPs for points [2], DCGAN for images [C, H, W] up to 32x32; with
+    config["num_classes"] > 0 a conditional G and a projection D."""
     c = config
+    K = c.get("num_classes", 0)  # absent in checkpoints from before --cond: unconditional
     if len(shape) == 1:
-        return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0], c.get("g_bn", False)),
-                MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0]))
-    return ConvG(c["z_dim"], c["channels"], shape), ConvD(c["channels"], shape, c["pack"], c["sn"])
+        return (MLPG(c["z_dim"], c["width"], c["depth"], shape[0], c.get("g_bn", False), K),
+                MLPD(c["width"], c["depth"], c["pack"], c["sn"], shape[0], K))
+    return ConvG(c["z_dim"], c["channels"], shape, K), ConvD(c["channels"], shape, c["pack"], c["sn"], K)
+
+
+def labels_for(n: int, num_classes: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The labels of n samples (CPU): an int -> n copies, or [n] ids in 0..C-1; None: y ~ U{0..C-1} from `generator`,
+    drawn before any z, for a conditional G, and None for an unconditional one."""
+    if not num_classes:
+        if y is not None:
+            raise ValueError("gan.py's generator is unconditional (trained without --cond): y must be None")
+        return None
+    if y is None:
+        where = generator.device if generator is not None else "cpu"
+        return torch.randint(num_classes, (n,), generator=generator, device=where).cpu()
+    y = torch.as_tensor(y, dtype=torch.long).cpu()
+    y = y.expand(n) if y.dim() == 0 else y
+    if y.shape != (n,) or not bool(((y >= 0) & (y < num_classes)).all()):
+        raise ValueError(f"y must be one label or {n} labels in 0..{num_classes - 1}, got {y.tolist()[:8]}")
+    return y
 
 
 @torch.no_grad()
 def generate(G: nn.Module, n: int, *, generator: torch.Generator | None = None, y=None,
              batch: int = 1000) -> torch.Tensor:
-    """n samples x = G(z), z ~ N(0, I), in data space (raw coordinates; images in [-1, 1]), on the CPU; `batch` z at
-    a time, each drawn where `generator` lives (a CPU generator can drive G on a GPU) just before its G call."""
-    if y is not None:
-        raise ValueError("gan.py's generator is unconditional: y must be None")
+    """n samples x = G(z), z ~ N(0, I) (cGAN: x = G(z, y), labels y from `labels_for`), in data space (raw
+    coordinates; images in [-1, 1]), on the CPU; `batch` z at a time, each drawn where `generator` lives (a CPU
+    generator can drive G on a GPU) just before its G call."""
+    y = labels_for(n, getattr(G, "num_classes", 0), y, generator)
     dev = next(G.parameters()).device
     where = generator.device if generator is not None else dev
-    return torch.cat([G(torch.randn(min(batch, n - i), G.z_dim, device=where, generator=generator).to(dev)).cpu()
-                      for i in range(0, n, batch)])
+    return torch.cat([G(torch.randn(min(batch, n - i), G.z_dim, device=where, generator=generator).to(dev),
+                        None if y is None else y[i:i + batch].to(dev)).cpu() for i in range(0, n, batch)])
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -266,6 +318,8 @@ def train(
     width: Annotated[int, Opt(help="MLP width (points)")] = 128,
     depth: Annotated[int, Opt(help="MLP hidden layers (points)")] = 3,
     g_bn: Annotated[bool, Opt("--g-bn/--no-g-bn", help="BatchNorm + ReLU in the MLP generator (points; else LeakyReLU)")] = True,
+    cond: Annotated[bool, Opt("--cond/--no-cond", help="conditional GAN on the data's labels: G(z, y) and a projection "
+                                                        "D (Miyato & Koyama 2018); then sample --label K")] = False,
     eval_every: Annotated[int, Opt(help="mode coverage of 2,500 EMA samples every N steps (grid25/ring8; 0 = end only)")] = 500,
     device: training.Device = "auto",
     seed: training.Seed = 0,
@@ -300,8 +354,11 @@ def train(
           "--loss wgan-gp and --r1 need double backward, which DDP does not support; "
           "under torchrun use bce or hinge with --r1 0")
     check(ds.kind == "points" or (ds.shape[1] <= 32 and ds.shape[2] <= 32), "DCGAN takes images up to 32x32")
+    check(not cond or (ds.y is not None and ds.num_classes > 1), f"--cond needs a labelled dataset; {data} has none")
     out = out or f"runs/gan-{data}"
     config["out"] = out
+    if cond:  # the label count travels in the checkpoint's config (absent: 0, an unconditional GAN)
+        config["num_classes"] = ds.num_classes
     training.seed_everything(seed)  # the initial weights depend on the seed
     G, D = build(config, ds.shape)
     if ds.kind == "points":  # standardize points inside both nets, so one set of hyperparameters fits every toy
@@ -314,32 +371,36 @@ def train(
                           grad_clip=grad_clip, ckpt_every=ckpt_every, extra={"shape": list(ds.shape)})
     D_raw = tr.raw["D"]
     eval_g = torch.Generator(tr.dev)
-    for step, (x, _) in tr:
+    for step, (x, y) in tr:
         G_, D_ = tr.models["G"], tr.models["D"]
+        y = y if cond else None  # cGAN: the fakes are drawn for the labels of the real batch
         for i in range(n_critic):  # D steps: Algorithm 1 lines 2-9 (a fresh real batch for each)
             if i > 0:
-                x = tr.x[tr.batches.next().to(tr.dev)]
+                idx = tr.batches.next().to(tr.dev)
+                x, y = tr.x[idx], tr.y[idx] if cond else None
             with torch.no_grad():
-                x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev))  # x~ = G(z)
+                x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev), y)  # x~ = G(z) (or G(z, y))
+            critic = D_ if y is None else (lambda v, y=y: D_(v, y))  # D(., y): the penalties' gradients are in x
             with tr.autocast():
-                d_real, d_fake = D_(x), D_(x_fake)
+                d_real, d_fake = critic(x), critic(x_fake)
                 L_D = d_loss(d_real, d_fake, loss)
-                gp = gradient_penalty(D_, x, x_fake) if loss == "wgan-gp" else torch.zeros(())
+                gp = gradient_penalty(critic, x, x_fake) if loss == "wgan-gp" else torch.zeros(())
                 L_D = L_D + gp_weight * gp
-                r1_term = r1_penalty(D_, x, D_raw.std if ds.kind == "points" else None) if r1 > 0 else torch.zeros(())
+                r1_term = r1_penalty(critic, x, D_raw.std if ds.kind == "points" else None) if r1 > 0 else torch.zeros(())
                 L_D = L_D + r1 / 2 * r1_term
             tr.step(L_D, part="D", d_real=d_real.detach().float().mean(), d_fake=d_fake.detach().float().mean(),
                     gp=gp.detach(), r1=r1_term.detach())
         D_raw.requires_grad_(False)  # G step: gradients flow through D to G but D's own weights get none
         with tr.autocast():
-            L_G = g_loss(D_raw(G_(torch.randn(batch_size, G.z_dim, device=tr.dev))), loss)
+            L_G = g_loss(D_raw(G_(torch.randn(batch_size, G.z_dim, device=tr.dev), y), y), loss)
         tr.step(L_G, part="G")
         D_raw.requires_grad_(True)
         if data in datasets.MODES and ((eval_every and step % eval_every == 0) or step + 1 == steps):
             eval_g.manual_seed(seed)  # a generator of its own: evaluating does not change the training noise
             tr.log(**coverage(generate(tr.sampling_model(), 2500, generator=eval_g), data))
 
-    ckpt = tr.finish(lambda n: generate(tr.sampling_model(), n), n=64 if ds.kind == "images" else 2500,
+    sorted_labels = (lambda n: torch.arange(n) * ds.num_classes // n) if cond else (lambda n: None)  # class by class
+    ckpt = tr.finish(lambda n: generate(tr.sampling_model(), n, y=sorted_labels(n)), n=64 if ds.kind == "images" else 2500,
                      reference=ds.x[:2500] if ds.kind == "points" else None)
     if data in datasets.MODES and tr.is_main:
         cov = coverage(generate(tr.sampling_model(), 2500, generator=eval_g.manual_seed(seed)), data)
@@ -362,17 +423,24 @@ def sample_cmd(
     out: Annotated[str, Opt(help=".png (grid or scatter) or .npz (raw samples under key x, data space); default "
                                  "<ckpt folder>/sample.png")] = "",
     ema: Annotated[bool, Opt(help="sample the EMA generator (--no-ema: the last raw weights)")] = True,
+    label: Annotated[int | None, Opt(help="cGAN: the class to draw (default: the classes in turn); needs a model "
+                                           "trained with --cond")] = None,
     device: training.Device = "auto",
     seed: training.Seed = 0,
 ) -> Path:
-    """Draw n samples x = G(z); on grid25 / ring8 also print the modes covered and the high-quality fraction."""
+    """Draw n samples x = G(z) (cGAN: G(z, y)); on grid25 / ring8 also print the modes covered and the high-quality
+    fraction; on MNIST the classes (unconditional) or the label accuracy (conditional) by fid.py's classifier."""
     import data as datasets
 
     training.check(n > 0, f"--n must be positive, got {n}")
     path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     G = load(ckpt, device, ema)
     name = training.load_checkpoint(ckpt, "gan")["config"]["data"]
-    x = generate(G, n, generator=torch.Generator().manual_seed(seed))
+    K = G.num_classes
+    training.check(label is None or K > 0, "--label needs a model trained with --cond; this one is unconditional")
+    training.check(label is None or 0 <= label < K, f"--label must be in 0..{K - 1}, got {label}")
+    y = (torch.full((n,), label) if label is not None else torch.arange(n) * K // n) if K else None
+    x = generate(G, n, generator=torch.Generator().manual_seed(seed), y=y)
     ref = datasets.load(name, "test").x[:2000] if x.dim() == 2 else None
     datasets.write_samples(x, path, reference=ref)
     cov = coverage(x, name)
@@ -381,9 +449,12 @@ def sample_cmd(
     elif name in ("mnist5k", "mnist"):  # diversity of digits, by the MNIST classifier that fid.py ships
         import fid
 
-        cc = fid.class_coverage(fid.classify(x))
+        probs = fid.classify(x)
+        cc = fid.class_coverage(probs)
         print(f"digits (fid.classify): {cc['classes']}/10 classes, KL(histogram || uniform) = "
               f"{cc['kl_uniform']:.3f} nats, counts {cc['histogram']}")
+        if y is not None:
+            print(f"label accuracy (fid.classify): {float((probs.argmax(1) == y).float().mean()):.4f} on {n} samples")
     return path
 
 

@@ -83,7 +83,7 @@ class VAE(nn.Module):
     https://arxiv.org/abs/2112.10752, sec. 3.1, their KL-regularized "f = 4, c = ..." models) and ldm.py's stage 1."""
 
     def __init__(self, shape=(2,), latent_dim: int = 2, hidden: int = 64, likelihood: str = "gaussian",
-                 latent: str = "flat", factor: int = 4, latent_channels: int = 4):
+                 latent: str = "flat", factor: int = 4, latent_channels: int = 4, num_classes: int = 0):
         super().__init__()
         self.shape, self.latent_dim, self.likelihood = tuple(shape), latent_dim, likelihood
         self.latent = latent
@@ -125,26 +125,39 @@ class VAE(nn.Module):
         d = self.shape[0] if likelihood == "gaussian" else 1
         self.register_buffer("shift", torch.zeros(d))  # points: training mean and std, set by `train`
         self.register_buffer("scale", torch.ones(d))
+        self.num_classes = num_classes
+        if num_classes:  # CVAE; made last, so that an unconditional VAE's initial weights stay what they were
+            self.enc_label = nn.Embedding(num_classes, _width(self.encoder[0]))  # q(z|x, y)
+            self.dec_label = nn.Embedding(num_classes, _width(self.decoder[0]))  # p(x|z, y)
+            self.register_buffer("log_py", torch.full((num_classes,), -math.log(num_classes)))  # log p(y), set by train
 
     def sum_latent(self, a: torch.Tensor) -> torch.Tensor:
         """Sum over the latent dims of a [..., *latent_shape] tensor -> [...]."""
         return a.flatten(-len(self.latent_shape)).sum(-1)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x) = N(mu, diag exp(logvar)); both [B, *latent_shape] ([B, L] or [B, C_z, H/f, W/f])."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) = N(mu, diag exp(logvar)), or q(z|x, y) with labels y [B] (CVAE); both [B, *latent_shape]
+        ([B, L] or [B, C_z, H/f, W/f])."""
         u = (x - self.shift) / self.scale if self.likelihood == "gaussian" else x
-        mu, logvar = self.encoder(u).to(x.dtype).chunk(2, 1)  # .to: float32 out of bf16 autocast
+        out = self.encoder(u) if y is None else with_label(self.encoder, u, self.enc_label(self._check_y(y)))
+        mu, logvar = out.to(x.dtype).chunk(2, 1)  # .to: float32 out of bf16 autocast
         return mu, logvar.clamp(-30, 20)  # clamp: keeps exp(logvar) finite; inactive in normal training
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder outputs for z [..., *latent_shape] -> [..., 2d] (points) or [..., out, H, W] (images)."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder outputs for z [..., *latent_shape] (and labels y [B], the last lead dim of z, in a CVAE)
+        -> [..., 2d] (points) or [..., out, H, W] (images)."""
         lead = z.shape[:z.dim() - len(self.latent_shape)]
-        params = self.decoder(z.reshape(-1, *self.latent_shape)).to(z.dtype)  # [prod(lead), ...]
+        z_flat = z.reshape(-1, *self.latent_shape)  # [prod(lead), *latent_shape]
+        if y is None:
+            params = self.decoder(z_flat).to(z.dtype)
+        else:  # y [B] -> [..., B] -> [prod(lead)]: every z of example b decodes with its label y_b
+            e = self.dec_label(self._check_y(y).expand(lead).reshape(-1))
+            params = with_label(self.decoder, z_flat, e).to(z.dtype)
         return params.reshape(*lead, *params.shape[1:])
 
-    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) in nats per example; x [B, ...] in data space, z [..., B, L] -> [..., B]."""
-        params = self.decode(z)
+    def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z) (CVAE: log p(x|z, y)) in nats per example; x [B, ...] in data space, z [..., B, L] -> [..., B]."""
+        params = self.decode(z, y)
         if self.likelihood == "gaussian":  # log N(u; mu, sigma^2) - sum log scale   (u = standardized x)
             mu, log_sigma = params.chunk(2, -1)
             log_sigma = log_sigma.clamp(min=-7.0)  # floor on sigma: no infinite density on a point
@@ -157,9 +170,9 @@ class VAE(nn.Module):
         mean, log_s = params.chunk(2, -3)
         return discretized_logistic_logp(x, mean, log_s.clamp(min=-7.0)).sum((-3, -2, -1))
 
-    def mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x|z] in data space (the image a VAE usually shows; points: the decoder mean)."""
-        params = self.decode(z)
+    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x|z] (CVAE: E[x|z, y]) in data space (the image a VAE usually shows; points: the decoder mean)."""
+        params = self.decode(z, y)
         if self.likelihood == "gaussian":
             return params.chunk(2, -1)[0] * self.scale + self.shift
         if self.likelihood == "bernoulli":
@@ -167,22 +180,27 @@ class VAE(nn.Module):
         return params.chunk(2, -3)[0].clamp(-1, 1)  # logistic mean (the clamp: data range)
 
     # ------------------------------------------------------------------------------------------------- bounds
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One-sample ELBO terms per example: (log p(x|z), KL(q(z|x) || p(z))), z = mu + sigma * eps (reparam.)."""
-        mu, logvar = self.encode(x)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-sample ELBO terms per example: (log p(x|z), KL(q(z|x) || p(z))), z = mu + sigma * eps (reparam.).
+        With labels y: (log p(x|z, y), KL(q(z|x, y) || p(z))), the CVAE's bound on log p(x|y) (Sohn et al. eq. 4;
+        their prior p(z|y) is N(0, I) here, as in their baseline CVAE)."""
+        mu, logvar = self.encode(x, y)
         eps = gaussian(mu.shape, generator, mu.device, mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
-        return self.log_px_given_z(x, z), gaussian_kl(mu.flatten(1), logvar.flatten(1))
+        return self.log_px_given_z(x, z, y), gaussian_kl(mu.flatten(1), logvar.flatten(1))
 
-    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """ELBO estimate per example in nats: log p(x|z) - KL (one z; closed-form KL)."""
-        log_px_z, kl = self(x, generator)
+    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+             y: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO estimate per example in nats: log p(x|z) - KL (one z; closed-form KL); with y, of log p(x|y)."""
+        log_px_z, kl = self(x, generator, y=y)
         return log_px_z - kl
 
-    def iwae(self, x: torch.Tensor, k: int, chunk: int = 4096,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """IWAE bound L_k per example in nats (Burda et al. eq. 8): logsumexp_i(log w_i) - log k; chunks of z samples."""
-        mu, logvar = self.encode(x)
+    def iwae(self, x: torch.Tensor, k: int, chunk: int = 4096, generator: torch.Generator | None = None, *,
+             y: torch.Tensor | None = None) -> torch.Tensor:
+        """IWAE bound L_k per example in nats (Burda et al. eq. 8): logsumexp_i(log w_i) - log k; chunks of z samples.
+        With labels y: the bound on log p(x|y), w_i = p(x|z_i, y) p(z_i) / q(z_i|x, y)."""
+        mu, logvar = self.encode(x, y)
         std = torch.exp(0.5 * logvar)
         log_w = []
         per = max(1, chunk // len(x))  # samples per chunk, so that per * B decoder calls fit in memory
@@ -191,23 +209,54 @@ class VAE(nn.Module):
             z = mu + std * eps
             log_pz = self.sum_latent(-0.5 * z ** 2 - 0.5 * LOG_2PI)  # log N(z; 0, I)
             log_qz = self.sum_latent(-0.5 * eps ** 2 - 0.5 * LOG_2PI) - self.sum_latent(std.log())  # log N(z; mu, sigma^2)
-            log_w.append(self.log_px_given_z(x, z) + log_pz - log_qz)  # [k', B]
+            log_w.append(self.log_px_given_z(x, z, y) + log_pz - log_qz)  # [k', B]
         return torch.logsumexp(torch.cat(log_w), 0) - math.log(k)
+
+    def log_joint(self, x: torch.Tensor, k: int, chunk: int = 4096,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """CVAE: L_k(x, y) + log p(y) for every class y -> [B, C], a bound on log p(x, y) per class."""
+        labels = torch.arange(self.num_classes, device=x.device)
+        return torch.stack([self.iwae(x, k, chunk, generator, y=c.expand(len(x))) for c in labels], 1) + self.log_py
+
+    def log_posterior(self, x: torch.Tensor, k: int, chunk: int = 4096,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The CVAE as a generative classifier, Bayes' rule with L_k in place of log p(x|y) -> log p(y|x) [B, C]:
+            log p(y|x) = log p(x|y) + log p(y) - log sum_y' p(x|y') p(y')."""
+        log_pxy = self.log_joint(x, k, chunk, generator)
+        return log_pxy - torch.logsumexp(log_pxy, 1, keepdim=True)
+
+    def _check_y(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.num_classes:
+            raise ValueError("this VAE is unconditional (trained without --cond): y must be None")
+        return y
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = False,
-               batch: int = 1000) -> torch.Tensor:
-        """Ancestral sampling z ~ p(z), x ~ p(x|z). Images: the decoder mean E[x|z] is returned (the usual VAE picture;
-        sampled pixels would be salt-and-pepper noise). Points: x = mu + sigma * eps (the model's density), or the
-        decoder mean with `mean`. All noise is drawn first (z [n, L], then eps [n, d]), so `batch`, the decoder calls
-        per chunk, does not change the draws."""
+               batch: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral sampling z ~ p(z), x ~ p(x|z) (CVAE: x ~ p(x|z, y), labels y [n]). Images: the decoder mean
+        E[x|z] is returned (the usual VAE picture; sampled pixels would be salt-and-pepper noise). Points:
+        x = mu + sigma * eps (the model's density), or the decoder mean with `mean`. All noise is drawn first
+        (z [n, L], then eps [n, d]), so `batch`, the decoder calls per chunk, does not change the draws."""
         dev = self.shift.device
         z = gaussian((n, *self.latent_shape), generator, dev)  # z ~ N(0, I)
+        ys = [None] * len(z.split(batch)) if y is None else y.to(dev).split(batch)
         if mean or self.likelihood != "gaussian":
-            return torch.cat([self.mean(zb) for zb in z.split(batch)])
-        mu, log_sigma = torch.cat([self.decode(zb) for zb in z.split(batch)]).chunk(2, -1)  # [n, d] each
+            return torch.cat([self.mean(zb, yb) for zb, yb in zip(z.split(batch), ys)])
+        mu, log_sigma = torch.cat([self.decode(zb, yb) for zb, yb in zip(z.split(batch), ys)]).chunk(2, -1)  # [n, d]
         u = mu + log_sigma.clamp(min=-7.0).exp() * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
         return u * self.scale + self.shift
+
+
+def _width(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def with_label(net: nn.Sequential, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """net(h) with the label embedding e [B, width] added to the first layer's output (broadcast over H, W): for a
+    dense first layer that is exactly the one-hot label concatenated to its input, W [h; onehot(y)] = W_h h + W_y[:, y],
+    as Sohn et al. feed y to both networks; for a first convolution, a constant label channel up to the zero padding."""
+    a = net[0](h)
+    return net[1:](a + e.view(*e.shape, *[1] * (a.dim() - 2)))
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -242,19 +291,36 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 
 # ----------------------------------------------------------------------------------------------------- the surface
+def labels_for(n: int, num_classes: int, y=None, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The labels of n samples on the CPU: y an int (n copies) or [n] ids in 0..C-1; None on a conditional model:
+    y ~ U{0..C-1} from `generator` (drawn before any other noise); None on an unconditional one: None."""
+    if y is None:
+        return torch.randint(num_classes, (n,), generator=generator,
+                             device=generator.device if generator is not None else "cpu").cpu() if num_classes else None
+    if not num_classes:
+        raise ValueError("vae.py's VAE is unconditional (trained without --cond): y must be None")
+    y = torch.as_tensor(y, dtype=torch.long).cpu()
+    y = y.expand(n) if y.dim() == 0 else y
+    if y.shape != (n,) or not bool(((y >= 0) & (y < num_classes)).all()):
+        raise ValueError(f"y must be one label or {n} labels in 0..{num_classes - 1}, got {y.tolist()[:8]}")
+    return y
+
+
 @torch.no_grad()
 def generate(model: VAE, n: int, *, generator: torch.Generator | None = None, y=None, mean: bool = False,
              batch: int = 1000) -> torch.Tensor:
     """n samples in data space on the CPU: x ~ p(x|z), z ~ N(0, I) for points (`mean`: E[x|z] instead); E[x|z] in
-    [-1, 1] for images. One generator runs through; the decoder sees `batch` latents at a time."""
-    if y is not None:
-        raise ValueError("vae.py's VAE is unconditional: y must be None")
-    return model.sample(n, generator, mean, batch).cpu()
+    [-1, 1] for images. CVAE: x ~ p(x|z, y) for labels y (`labels_for`; None: y ~ U, drawn first). One generator
+    runs through; the decoder sees `batch` latents at a time."""
+    y = labels_for(n, model.num_classes, y, generator)
+    return model.sample(n, generator, mean, batch, y).cpu()
 
 
 @torch.no_grad()
-def likelihood(model: VAE, x: torch.Tensor, *, k: int = 1000, seed: int = 0) -> dict:
-    """-IWAE_k on test data x in data space; kind "bound" (L_k <= log p(x): the NLL is an upper bound). Points:
+def likelihood(model: VAE, x: torch.Tensor, *, k: int = 1000, seed: int = 0, y: torch.Tensor | None = None) -> dict:
+    """-IWAE_k on test data x in data space; kind "bound" (L_k <= log p(x): the NLL is an upper bound). CVAE: with
+    labels y [N], the bound on -log p(x|y); without, on -log p(x) = -log sum_y p(x|y) p(y) (logsumexp over the
+    classes of L_k(x, y) + log p(y), a bound as well: each L_k(x, y) is one in expectation). Points:
     {"nll_nats"}; logistic decoder: {"nll_bpd"} (the protocol shared with flow.py: log p(y) = log P(k) + D log 256);
     Bernoulli: {"nll_nats"} of x binarized once with `seed` (binary data, NOT comparable with bits/dim). Extra keys:
     iwae_nats and elbo_nats (mean L_k and ELBO in nats per example), elbo_bpd (logistic), k, n. The binarization and
@@ -265,10 +331,16 @@ def likelihood(model: VAE, x: torch.Tensor, *, k: int = 1000, seed: int = 0) -> 
     g = torch.Generator(dev).manual_seed(seed)
     chunk = 1 << 16 if model.likelihood == "gaussian" else 4096  # decoder evaluations per chunk
     iw, el = [], []
-    for xb in x.split(max(1, chunk // k)):
+    per = max(1, chunk // k)
+    for i, xb in enumerate(x.split(per)):
         xb = xb.to(dev)
-        iw.append(model.iwae(xb, k, chunk, g).cpu())  # L_k per example [B]
-        el.append(model.elbo(xb, g).cpu())  # ELBO = L_1 per example [B]
+        if model.num_classes and y is None:  # the marginal: classes enumerated
+            iw.append(torch.logsumexp(model.log_joint(xb, k, chunk, g), 1).cpu())
+            el.append(torch.logsumexp(model.log_joint(xb, 1, chunk, g), 1).cpu())
+            continue
+        yb = None if y is None else y[i * per:(i + 1) * per].to(dev)
+        iw.append(model.iwae(xb, k, chunk, g, y=yb).cpu())  # L_k per example [B]
+        el.append(model.elbo(xb, g, y=yb).cpu())  # ELBO = L_1 per example [B]
     iw, el = torch.cat(iw), torch.cat(el)
     res = dict(kind="bound", k=k, n=len(x), iwae_nats=float(iw.mean()), elbo_nats=float(el.mean()))
     if model.likelihood == "logistic":
@@ -319,6 +391,8 @@ def train(
     hidden: Annotated[int, Opt(min=2, help="MLP width (points) or conv channels (images)")] = 64,
     beta: Annotated[float, Opt(min=0.0, help="KL weight (1 = the ELBO; beta-VAE otherwise)")] = 1.0,
     kl_warmup: Annotated[int, Opt(min=0, help="steps over which the KL weight rises linearly from 0 to --beta")] = 1000,
+    cond: Annotated[bool, Opt("--cond/--no-cond", help="conditional VAE on the data's labels: q(z|x, y), p(x|z, y) "
+                                                        "(Sohn et al. 2015); then sample --label K")] = False,
     steps: Annotated[int, Opt(help="optimizer steps")] = 5000,
     batch_size: Annotated[int, Opt(help="examples per step")] = 128,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
@@ -347,24 +421,31 @@ def train(
     f = factor if latent == "spatial" else 4
     training.check(lik == "gaussian" or (ds.shape[1] % f == 0 and ds.shape[2] % f == 0),
                    f"image height and width must be divisible by {f}, got {ds.shape}")
+    training.check(not cond or (ds.y is not None and ds.num_classes > 1), f"--cond needs a labelled dataset; {data} has none")
     config["model"] = dict(shape=list(ds.shape), latent_dim=latent_dim, hidden=hidden, likelihood=lik)
     if latent == "spatial":
         config["model"].update(latent=latent, factor=factor, latent_channels=latent_channels)
+    if cond:  # the label count travels in the checkpoint's model config (absent: 0, an unconditional VAE)
+        config["model"]["num_classes"] = ds.num_classes
     training.seed_everything(seed)  # the initial weights depend on --seed alone
     model = VAE(**config["model"])
     if lik == "gaussian":  # standardize points inside the model (buffers travel with the checkpoint)
         model.shift.copy_(ds.x.mean(0))
         model.scale.copy_(ds.x.std(0))
+    if cond:  # p(y): the training set's class frequencies (the generative classifier's prior)
+        model.log_py.copy_(torch.bincount(ds.y, minlength=ds.num_classes).float().div(len(ds)).log())
     tr = training.Trainer("vae", config, {"model": model}, ds, steps=steps, batch_size=batch_size, lr=lr,
                           out=out or f"runs/vae-{data}", device=device, seed=seed, resume=resume,
                           ema_decay=ema_decay, betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip)
     g = torch.Generator().manual_seed(seed)
-    x_probe = _model_input(model, ds.x[torch.randperm(len(ds), generator=g)[:1000]], g).to(tr.dev)  # for active units
+    probe = torch.randperm(len(ds), generator=g)[:1000]
+    x_probe = _model_input(model, ds.x[probe], g).to(tr.dev)  # for active units
+    y_probe = ds.y[probe].to(tr.dev) if cond else None
     dims = math.prod(ds.shape)
-    for step, (x, _) in tr:
+    for step, (x, y) in tr:
         x = _model_input(model, x)  # Bernoulli: dynamic binarization, a fresh binary image every step
         with tr.autocast():
-            log_px_z, kl = tr.models["model"](x)
+            log_px_z, kl = tr.models["model"](x, y=y if cond else None)  # CVAE: the bound on log p(x|y)
         beta_t = beta * min(1.0, (step + 1) / kl_warmup) if kl_warmup else beta  # KL warm-up (Sonderby et al. 2016)
         loss = -(log_px_z - beta_t * kl).mean()  # -ELBO_beta, nats per example
         log_px_z, kl = log_px_z.float(), kl.float()
@@ -373,9 +454,11 @@ def train(
             metrics["elbo_bpd"] = float(bits_per_dim((log_px_z - kl).detach().mean() + dims * math.log(256), dims))
         if step % 100 == 0 or step + 1 == steps:
             with torch.no_grad():
-                metrics["active_units"] = active_units(training.unwrap(tr.models["model"]).encode(x_probe)[0].flatten(1))
+                metrics["active_units"] = active_units(
+                    training.unwrap(tr.models["model"]).encode(x_probe, y_probe)[0].flatten(1))
         tr.step(loss, **metrics)
-    return tr.finish(lambda n: generate(tr.sampling_model(), n), reference=ds.x[:2000])
+    sorted_labels = (lambda n: torch.arange(n) * ds.num_classes // n) if cond else (lambda n: None)  # class by class
+    return tr.finish(lambda n: generate(tr.sampling_model(), n, y=sorted_labels(n)), reference=ds.x[:2000])
 
 
 @app.command()
@@ -386,15 +469,26 @@ def sample(
                                  "<ckpt folder>/sample.png")] = "",
     mean: Annotated[bool, Opt(help="points: the decoder mean instead of a draw x ~ p(x|z) (images always show the "
                                    "mean)")] = False,
+    label: Annotated[int | None, Opt(help="CVAE: the digit / class to draw (default: the classes in turn); needs a "
+                                           "model trained with --cond")] = None,
     seed: training.Seed = 0,
     device: training.Device = "auto",
 ) -> Path:
-    """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images)."""
+    """z ~ N(0, I), x ~ p(x|z) (points) or x = E[x|z] (images); CVAE: given the label y."""
     training.check(n > 0, f"--n must be positive, got {n}")
     path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, str(training.device(device)))
-    x = generate(model, n, generator=torch.Generator().manual_seed(seed), mean=mean)
+    C = model.num_classes
+    training.check(label is None or C > 0, "--label needs a model trained with --cond; this one is unconditional")
+    training.check(label is None or 0 <= label < C, f"--label must be in 0..{C - 1}, got {label}")
+    y = (torch.full((n,), label) if label is not None else torch.arange(n) * C // n) if C else None
+    x = generate(model, n, generator=torch.Generator().manual_seed(seed), mean=mean, y=y)
     ref = _test_data(model, ckpt)[:2000] if model.likelihood == "gaussian" else None
+    if y is not None and training.load_checkpoint(ckpt, "vae")["config"]["data"] in ("mnist5k", "mnist"):
+        import fid  # how often fid.py's MNIST classifier sees the digit that was asked for
+
+        print(f"label accuracy (fid.classify): {float((fid.classify(x).argmax(1) == y).float().mean()):.4f} "
+              f"on {n} samples")
     return datasets.write_samples(x, path, reference=ref)
 
 
@@ -448,6 +542,46 @@ def interpolate(
         return datasets.write_samples(x_t.flatten(0, 1), out, reference=_test_data(model, ckpt)[:2000])
     rows = torch.cat([x_a[None], x_t, x_b[None]]).transpose(0, 1).flatten(0, 1)  # [P * (T + 2), C, H, W]
     return datasets.write_samples(rows, out, nrow=steps + 2)
+
+
+@app.command()
+def classify(
+    ckpt: Annotated[str, Opt(help="checkpoint of a CVAE (train --cond)")] = "runs/vae-mnist5k/ckpt.pt",
+    n: Annotated[int, Opt(help="test examples, a random subset (0 = the whole test split)")] = 0,
+    k: Annotated[int, Opt(help="importance samples of the IWAE bound of each log p(x|y)")] = 100,
+    seed: Annotated[int, Opt(help="random seed (subset, binarization, z samples)")] = 0,
+    device: training.Device = "cpu",
+) -> dict:
+    """The CVAE as a generative classifier: argmax_y L_k(x, y) + log p(y) on test data (Bayes' rule)."""
+    training.check(k > 0 and n >= 0, f"--k must be positive and --n >= 0, got {k}, {n}")
+    model = load(ckpt, str(training.device(device)))
+    training.check(model.num_classes > 0, f"{ckpt} is an unconditional VAE; classify needs one trained with --cond")
+    name = training.load_checkpoint(ckpt, "vae")["config"]["data"]
+    return bayes_accuracy(lambda xb, g: model.log_posterior(xb, k, generator=g), _model_input, model, name, n, seed,
+                          f"CVAE + Bayes' rule, IWAE-{k} bound of log p(x|y)")
+
+
+def bayes_accuracy(log_posterior, model_input, model, name: str, n: int, seed: int, what: str) -> dict:
+    """Accuracy of argmax_y log p(y|x) on n test examples (a seeded subset), beside fid.py's classifier's on the same
+    images (MNIST-like data)."""
+    ds = datasets.load(name, "test")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n] if n else torch.arange(len(ds))
+    x, y = ds.x[idx], ds.y[idx]
+    dev = next(model.buffers()).device
+    g_dev = torch.Generator(dev).manual_seed(seed)
+    with torch.no_grad():
+        pred = torch.cat([log_posterior(model_input(model, xb, g).to(dev), g_dev).argmax(1).cpu()
+                          for xb in x.split(100)])
+    res = dict(model="vae", data=name, n=len(x), accuracy=float((pred == y).float().mean()))
+    line = f"{what}: test accuracy {100 * res['accuracy']:.2f}% on {len(x)} {name} test examples"
+    if name in ("mnist5k", "mnist"):
+        import fid
+
+        res["fid_classifier_accuracy"] = float((fid.classify(x).argmax(1) == y).float().mean())
+        line += f" (fid.py's discriminative classifier: {100 * res['fid_classifier_accuracy']:.2f}% on the same)"
+    print(line)
+    return res
 
 
 @app.command()
