@@ -115,15 +115,16 @@ def encode_all(ae: vae.VAE, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------- the surface
 @torch.no_grad()
 def generate(model: LDM, n: int, *, generator: torch.Generator | None = None, y=None, method: str = "dpm++2m",
-             steps: int = 20, eta: float = 0.0, spacing: str = "lambda", x0_clip: float | None = None,
-             batch_size: int = 1000) -> torch.Tensor:
+             steps: int = 20, eta: float = 0.0, spacing: str = "auto", rho: float = 3.0,
+             x0_clip: float | None = None, batch_size: int = 1000) -> torch.Tensor:
     """n samples in data space on the CPU: z_0 = ddpm.generate(the latent DDPM) (z_T ~ N(0, I), then ddpm.sample with
     `method` in `steps` calls of eps_theta; the same generator runs through), x = decode(z_0). x0_clip clamps the
-    predicted latent z_0 (None: off; latents are not bounded like pixels)."""
+    predicted latent z_0 (None: off; latents are not bounded like pixels). spacing "auto" is ddpm.generate's: karras
+    with `rho` for dpm++2m on spatial latents (FID 9.5 against lambda's 11.3 at 20 calls, README), else lambda."""
     if y is not None:
         raise ValueError("ldm.py's latent DDPM is unconditional: y must be None")
     z_0 = ddpm.generate(model.diffusion, n, generator=generator, method=method, steps=steps, eta=eta, spacing=spacing,
-                        x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape], float32 on the CPU
+                        rho=rho, x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape], float32 on the CPU
     dev = model.scale_factor.device
     return torch.cat([model.decode(zb.to(dev)).float().cpu() for zb in z_0.split(batch_size)])
 
@@ -286,7 +287,9 @@ def sample_cmd(
     sampler: Annotated[str, Opt(help="ddpm (ancestral), ddim or dpm++2m")] = "dpm++2m",
     steps: Annotated[int, Opt(help="network calls per sample (1..T)")] = 20,
     eta: Annotated[float, Opt(help="DDIM stochasticity: 0 deterministic, 1 = ancestral")] = 0.0,
-    spacing: Annotated[str, Opt(help="timestep spacing: lambda (uniform in log-SNR) or uniform")] = "lambda",
+    spacing: Annotated[str, Opt(help="timestep spacing: karras (sigma^(1/rho) even), lambda (log-SNR even), uniform, "
+                                     "or auto (karras for dpm++2m on spatial latents, else lambda)")] = "auto",
+    rho: Annotated[float, Opt(help="karras spacing: rho (large: like lambda; small: fewer steps at low noise)")] = 3.0,
     batch_size: Annotated[int, Opt(help="samples per batch")] = 500,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
     device: training.Device = "auto",
@@ -297,14 +300,15 @@ def sample_cmd(
     check(n > 0, f"--n must be positive, got {n}")
     check(sampler in ddpm.SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(ddpm.SAMPLERS)}")
     check(steps > 0 and eta >= 0, f"--steps must be positive and --eta >= 0, got {steps}, {eta}")
-    check(spacing in ("lambda", "uniform"), f"unknown --spacing {spacing!r}; use lambda or uniform")
+    check(spacing in ddpm.SPACINGS + ("auto",), f"unknown --spacing {spacing!r}; use auto, {', '.join(ddpm.SPACINGS)}")
+    check(rho > 0, f"--rho must be positive, got {rho}")
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
     path = datasets.samples_path(out, Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     model = load(ckpt, device)
     check(steps <= model.diffusion.T, f"--steps must be at most T = {model.diffusion.T}, got {steps}")
     g = torch.Generator().manual_seed(seed)
     with training.autocast(model.scale_factor.device):
-        x = generate(model, n, generator=g, method=sampler, steps=steps, eta=eta, spacing=spacing,
+        x = generate(model, n, generator=g, method=sampler, steps=steps, eta=eta, spacing=spacing, rho=rho,
                      batch_size=batch_size)
     points = x.dim() == 2
     datasets.write_samples(x, path, reference=datasets.load(model.config["data"], "test").x[:2000] if points else None)

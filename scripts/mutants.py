@@ -122,8 +122,10 @@ add("ddpm-karras-rho-ignored", "ddpm.py", "grid = rho * np.log(np.linspace(s_max
 add("ddpm-karras-root-not-applied", "ddpm.py", "np.exp(log_sigma[-1] / rho), np.exp(log_sigma[0] / rho)", "np.exp(log_sigma[-1]), np.exp(log_sigma[0])", KARRAS)
 add("ddpm-karras-shifted", "ddpm.py", "grid = rho * np.log(np.linspace(s_max, s_min, steps))", "grid = rho * np.log(np.linspace(s_max, s_min, steps + 1)[1:])", KARRAS)
 add("ddpm-karras-is-lambda", "ddpm.py", '    if spacing == "karras":  # eq. 5', '    if spacing == "no-such":  # eq. 5', KARRAS)
-add("ddpm-images-default-spacing-lambda", "ddpm.py", 'spacing = "karras" if len(model.shape) == 3 else "lambda"', 'spacing = "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
-add("ddpm-points-default-spacing-karras", "ddpm.py", 'spacing = "karras" if len(model.shape) == 3 else "lambda"', 'spacing = "karras"', "tests/test_ddpm.py::test_generate_is_x_T_then_sample_then_denormalize")
+AUTO = 'spacing = "karras" if len(model.shape) == 3 and method == "dpm++2m" else "lambda"'
+add("ddpm-images-default-spacing-lambda", "ddpm.py", AUTO, 'spacing = "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
+add("ddpm-points-default-spacing-karras", "ddpm.py", AUTO, 'spacing = "karras" if method == "dpm++2m" else "lambda"', "tests/test_ddpm.py::test_generate_is_x_T_then_sample_then_denormalize")
+add("ddpm-ddim-default-spacing-karras", "ddpm.py", AUTO, 'spacing = "karras" if len(model.shape) == 3 else "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
 
 
 # fm.py: the path and target, t sampling, the OT coupling, the three ODE steps, the likelihood (trace, Hutchinson,

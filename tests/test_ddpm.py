@@ -563,6 +563,11 @@ def test_generate_is_x_T_then_sample_then_denormalize(grid_ckpt):
     assert torch.equal(x, again)  # reproducible with a seeded generator
     other = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(2), method="ddim", steps=5, eta=1.0)
     assert not torch.equal(x, other)
+    # points: spacing "auto" is lambda for dpm++2m too (karras with rho 3 measured worse on grid25)
+    fast = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), steps=8)
+    x_T = torch.randn(7, 2, generator=torch.Generator().manual_seed(1))
+    assert ddpm.timesteps(model.T, 8, model.alpha_bar64, "karras", 3.0) != ddpm.timesteps(model.T, 8, model.alpha_bar64)
+    assert torch.equal(fast, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 8) * model.scale + model.shift)
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -578,6 +583,9 @@ def test_generate_images_clip_and_refusals():
     assert torch.equal(x, ddpm.sample(model.eps, ab, x_T, "dpm++2m", 6, x0_clip=1.0, spacing="karras", rho=3.0))
     free = ddpm.generate(model, 3, generator=g(), steps=6, x0_clip=None, spacing="lambda")
     assert torch.equal(free, ddpm.sample(model.eps, ab, x_T, "dpm++2m", 6))
+    # other samplers keep lambda under "auto" (DDIM-50 measured slightly worse with karras)
+    ddim = ddpm.generate(model, 3, generator=g(), method="ddim", steps=6)
+    assert torch.equal(ddim, ddpm.sample(model.eps, ab, x_T, "ddim", 6, x0_clip=1.0))
     with pytest.raises(ValueError, match="unconditional"):
         ddpm.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="unknown sampler"):

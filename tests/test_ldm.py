@@ -94,7 +94,9 @@ def test_generate_is_decode_of_ddpm_sample(run, method, steps):
     x = ldm.generate(model, 6, generator=torch.Generator().manual_seed(7), method=method, steps=steps)
     g = torch.Generator().manual_seed(7)
     z_T = torch.randn((6, *model.latent_shape), generator=g)  # z_T ~ N(0, I) first, then the sampler's noise
-    z_0 = ddpm.sample(model.diffusion.eps, model.diffusion.alpha_bar64, z_T, method, steps, generator=g)
+    spacing = "karras" if method == "dpm++2m" else "lambda"  # "auto" on spatial latents, as ddpm.generate's
+    z_0 = ddpm.sample(model.diffusion.eps, model.diffusion.alpha_bar64, z_T, method, steps, generator=g,
+                      spacing=spacing, rho=3.0)
     assert x.shape == (6, 1, 28, 28) and torch.isfinite(x).all()
     torch.testing.assert_close(x, model.decode(z_0), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="unconditional"):
