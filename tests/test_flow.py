@@ -1,5 +1,6 @@
 """flow.py: invertibility, log-determinants against autograd Jacobians, a density that integrates to 1, ActNorm's
 data init, the LU 1x1 convolution, dequantization, and every command (tiny budgets) plus bad input."""
+import copy
 import math
 
 import numpy as np
@@ -73,6 +74,87 @@ def test_2d_density_integrates_to_one(seed):
     mass = float(m.log_prob(grid).exp().sum()) * float(g[1] - g[0]) ** 2
     outside = float((m.sample(20_000).abs() > lim).any(1).double().mean())  # mass the box misses, by sampling
     assert abs(mass - (1 - outside)) < 0.01, (mass, outside)
+
+
+def random_cflow(shape, seed, classes=3, **kw):
+    """A random conditional flow (float64): every parameter perturbed, the label embeddings and base means included
+    (they start at zero), and a prior p(c) far from uniform."""
+    torch.manual_seed(seed)
+    m = flow.Flow(shape, hidden=kw.get("hidden", 8), blocks=kw.get("blocks", 2), scales=kw.get("scales", 1),
+                  num_classes=classes).double()
+    x0 = torch.rand(64, *shape, dtype=torch.float64) if len(shape) == 3 else 2 * torch.randn(64, *shape).double()
+    m.initialize(x0)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        m.base_mean.weight.mul_(10.0)  # classes 1 std apart in z
+        m.log_pc.copy_(torch.tensor([0.6, 0.3, 0.1][:classes], dtype=torch.float64).log())
+    return m
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 4, 4)])
+@torch.no_grad()
+def test_conditional_flow_uses_the_label_in_every_coupling_and_the_base(shape):
+    m = random_cflow(shape, 0)
+    x = torch.rand(4, *shape, dtype=torch.float64) if len(shape) == 3 else 2 * torch.randn(4, 2).double()
+    c0, c1 = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    couplings = [mod for mod in m.modules() if isinstance(mod, flow.AffineCoupling)]
+    assert len(couplings) >= 2
+    for layer in couplings:
+        h_in = torch.randn(4, *layer.mask.shape[1:], dtype=torch.float64)
+        assert not torch.allclose(layer(h_in, c0)[0], layer(h_in, c1)[0])  # (s, t) = NN(b*x, c)
+        assert torch.allclose(layer.inverse(layer(h_in, c1)[0], c1), h_in)
+    assert not torch.allclose(m.base_mean(c0), m.base_mean(c1))
+    assert not torch.allclose(m(x, c0)[0], m(x, c1)[0]) and not torch.allclose(m.log_prob(x, c0), m.log_prob(x, c1))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 4, 4)])
+@settings(max_examples=3)
+@given(seed=st.integers(0, 1000))
+@torch.no_grad()
+def test_conditional_inverse_and_log_det(shape, seed):
+    m = random_cflow(shape, seed)
+    x = torch.rand(3, *shape, dtype=torch.float64) if len(shape) == 3 else 2 * torch.randn(3, 2).double()
+    c = torch.tensor([0, 1, 2])
+    z, log_det = m(x, c)
+    assert torch.allclose(m.inverse(z, c), x, atol=1e-10)  # f^-1(f(x; c); c) = x, the base mean included
+    for b in range(3):  # log|det df(x; c)/dx| against autograd, one example at a time
+        with torch.enable_grad():
+            J = torch.autograd.functional.jacobian(lambda v: m(v.view(1, *shape), c[b:b + 1])[0].flatten(),
+                                                   x[b].flatten())
+        assert abs(float(log_det[b]) - float(torch.linalg.slogdet(J)[1])) < 1e-8
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@torch.no_grad()
+def test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture(seed):
+    m = random_cflow((2,), seed)
+    m_float = copy.deepcopy(m).float()  # generate draws float32 noise
+    lim, n = 12.0, 401
+    g = torch.linspace(-lim, lim, n, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).view(-1, 2)
+    cell = float(g[1] - g[0]) ** 2
+    log_p_c = []
+    for c in range(3):
+        log_p = m.log_prob(grid, torch.full((len(grid),), c))  # log p(x|c) on the grid
+        x_c = flow.generate(m_float, 4000, generator=torch.Generator().manual_seed(c), y=c).double()
+        outside = float((x_c.abs() > lim).any(1).double().mean())  # mass the box misses, by sampling p(x|c)
+        assert abs(float(log_p.exp().sum()) * cell - (1 - outside)) < 0.01, (c, outside)
+        # the samples of class c follow p(x|c): their mean is the density's mean (a wrong base mean in f^-1 moves it)
+        mean = (log_p.exp()[:, None] * grid).sum(0) * cell
+        assert (x_c[(x_c.abs() <= lim).all(1)].mean(0) - mean).abs().max() < 0.15, (c, mean)
+        log_p_c.append(log_p)
+    log_joint = torch.stack(log_p_c, 1) + torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64).log()
+    marginal = m.log_prob(grid)  # no label: log p(x) = log sum_c p(x|c) p(c)
+    assert torch.allclose(marginal, torch.logsumexp(log_joint, 1), atol=1e-9)
+    assert abs(float(marginal.exp().sum()) * cell - 1) < 0.02
+    post = m.log_posterior(grid[::97]).exp()  # Bayes' rule: p(c|x) = p(x|c) p(c) / p(x), sums to 1
+    assert torch.allclose(post.sum(1), torch.ones(len(post), dtype=torch.float64))
+    assert torch.allclose(post, (log_joint[::97] - marginal[::97, None]).exp(), atol=1e-9)
+    r = flow.likelihood(m, grid[:50])  # the surface: the marginal without labels, p(x|c) with them
+    assert math.isclose(r["nll_nats"], -float(marginal[:50].mean()), rel_tol=1e-9)
+    r_c = flow.likelihood(m, grid[:50], y=torch.full((50,), 2))
+    assert math.isclose(r_c["nll_nats"], -float(log_p_c[2][:50].mean()), rel_tol=1e-9)
 
 
 @settings(max_examples=10)
@@ -194,6 +276,39 @@ def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys
     assert code == 0 and (moons_ckpt.parent / "sample.png").stat().st_size > 0, err
     with pytest.raises(ValueError, match="unconditional"):
         flow.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+
+
+def test_conditional_commands_learn_the_label_and_classify(tmp_path, capsys, moons_ckpt):
+    ck = flow.train(data="moons", steps=300, hidden=32, blocks=2, batch_size=128, device="cpu", warmup=20,
+                    out=str(tmp_path / "r"), cond=True)
+    model = flow.load(ck)
+    assert model.num_classes == 2 and torch.allclose(model.log_pc.exp(), torch.tensor([0.5, 0.5]), atol=0.01)
+    ds = data.load("moons", "train")
+    for c in range(2):  # samples of class c lie on moon c: the label of their nearest training point
+        code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 200, "--label", c, "--out", tmp_path / "s.npz")
+        assert code == 0, err
+        x = torch.as_tensor(np.load(tmp_path / "s.npz")["x"])
+        assert float((ds.y[torch.cdist(x, ds.x).argmin(1)] == c).float().mean()) > 0.8  # label ignored: 0.5
+    code, out, err = cli(capsys, "classify", "--ckpt", ck, "--n", 500)
+    assert code == 0 and "test accuracy" in out, err
+    res = flow.classify(ckpt=str(ck), n=500)
+    assert res["accuracy"] > 0.9 and f"{100 * res['accuracy']:.2f}%" in out  # Bayes' rule with exact densities
+    for args in [("sample", "--ckpt", ck, "--label", 2), ("sample", "--ckpt", moons_ckpt, "--label", 0),
+                 ("classify", "--ckpt", moons_ckpt), ("train", "--data", "checkerboard", "--cond")]:
+        assert_one_line_error(Proc(*cli(capsys, *args)))
+
+
+def test_conditional_flow_on_mnist5k(tmp_path, capsys):
+    code, out, err = cli(capsys, "train", "--cond", "--steps", 2, "--hidden", 4, "--blocks", 1, "--batch-size", 8,
+                         "--device", "cpu", "--out", tmp_path / "r")
+    assert code == 0, err
+    ck = tmp_path / "r" / "ckpt.pt"
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 5, "--label", 3, "--out", tmp_path / "s.npz")
+    assert code == 0 and "label accuracy (fid.classify)" in out, err
+    assert np.load(tmp_path / "s.npz")["x"].shape == (5, 1, 28, 28)
+    code, out, err = cli(capsys, "classify", "--ckpt", ck, "--n", 10)
+    assert code == 0 and "fid.py's discriminative classifier" in out, err
+    assert_one_line_error(Proc(*cli(capsys, "sample", "--ckpt", ck, "--label", 10)))
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """gan.py: loss identities at known logits, the gradient penalty, R1, spectral norm, shapes, resume, CLI smoke runs."""
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import data
 import gan
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_app, run_cli
 
 logits = st.lists(st.floats(-15, 15, allow_nan=False), min_size=1, max_size=16).map(
     lambda v: torch.tensor(v, dtype=torch.float64))
@@ -172,6 +174,59 @@ def test_shapes_padding_and_packing():
     assert torch.allclose(D1(x), D32(F.pad(x, (2, 2, 2, 2), value=-1.0)))
 
 
+@torch.no_grad()
+def test_conditional_generators_and_projection_discriminators_use_the_label():
+    torch.manual_seed(0)
+    y0, y1 = torch.zeros(4, dtype=torch.long), torch.tensor([1, 2, 0, 1])
+    for G in (gan.MLPG(z_dim=4, width=8, depth=2, bn=True, num_classes=3).eval(),
+              gan.ConvG(z_dim=8, ch=4, shape=(1, 28, 28), num_classes=3).eval()):
+        z = torch.randn(4, G.z_dim)
+        assert not torch.allclose(G(z, y0), G(z, y1)) and G(z, y1).shape == G(z).shape
+    for D in (gan.MLPD(width=8, depth=2, pack=1, num_classes=3).eval(), gan.MLPD(width=8, depth=2, pack=2, num_classes=3).eval(),
+              gan.ConvD(ch=4, shape=(1, 28, 28), pack=2, num_classes=3).eval()):
+        x = torch.randn(4, 2) if isinstance(D, gan.MLPD) else torch.rand(4, 1, 28, 28) * 2 - 1
+        assert not torch.allclose(D(x, y0), D(x, y1)) and D(x, y1).shape == D(x).shape
+
+
+@pytest.mark.parametrize("sn", [False, True])
+@torch.no_grad()
+def test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot(sn):
+    """D(x, y) = psi(phi(x)) + y^T V phi(x) (Miyato & Koyama eq. 3); packed, y is the k one-hots side by side."""
+    torch.manual_seed(1)
+    C = 3
+    D = gan.MLPD(width=8, depth=2, pack=2, sn=sn, num_classes=C).eval()
+    with torch.no_grad():
+        D.mean.fill_(0.5)
+        D.std.fill_(2.0)
+    x, y = torch.randn(6, 2), torch.tensor([0, 2, 1, 1, 2, 0])
+    phi = D.net[:-1](((x - 0.5) / 2.0).reshape(3, 4))  # [3, width]: the packed pairs' features
+    V = D.embed.weight  # [2 C, width]: a row per (slot, class)
+    want = D.net[-1](phi).squeeze(1) + ((V[y[0::2]] + V[C + y[1::2]]) * phi).sum(1)
+    assert torch.allclose(D(x, y), want, atol=1e-6)
+    assert torch.allclose(D(x, y) - D(x), ((V[y[0::2]] + V[C + y[1::2]]) * phi).sum(1), atol=1e-6)
+    swapped = y.view(3, 2).flip(1).flatten()  # the same labels in the other slots: another class term
+    assert not torch.allclose(D(x, y), D(x, swapped))
+    if sn:  # V is spectrally normalized like every other layer of D
+        assert abs(float(torch.linalg.matrix_norm(V, 2)) - 1) < 0.2
+
+
+def test_cgan_learns_the_label_with_packing_and_r1(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    ck = gan.train(data="ring8", steps=300, width=64, depth=2, z_dim=4, batch_size=128, device="cpu", eval_every=0,
+                   out=str(tmp_path / "r"), cond=True)  # the points recipe: PacGAN2, R1 0.1, BatchNorm G
+    cfg = torch.load(ck, weights_only=True)["config"]
+    assert cfg["pack"] == 2 and cfg["r1"] > 0 and cfg["num_classes"] == 8
+    G = gan.load(ck)
+    centers, _ = data.MODES["ring8"]
+    for c in (0, 3, 6):  # samples asked for mode c land nearest to mode c (8 modes: 1/8 if the label were ignored)
+        x = gan.generate(G, 200, generator=torch.Generator().manual_seed(c), y=c)
+        assert float((torch.cdist(x, centers).argmin(1) == c).float().mean()) > 0.8
+    for loss in ("wgan-gp", "hinge"):  # the gradient penalty and the hinge loss with a projection critic
+        ck = gan.train(data="ring8", steps=3, width=8, depth=1, z_dim=4, batch_size=16, device="cpu", eval_every=0,
+                       out=str(tmp_path / loss), cond=True, loss=loss)
+        assert torch.isfinite(gan.generate(gan.load(ck), 4, y=1)).all()
+
+
 def test_batchnorm_generator_samples_each_z_on_its_own_in_eval_mode():
     torch.manual_seed(0)
     G = gan.MLPG(z_dim=4, width=16, depth=2, bn=True)
@@ -230,6 +285,28 @@ def test_cli_mnist5k(tmp_path):
     G = gan.load(run / "ckpt.pt")
     assert not G.training and G(torch.randn(2, 8)).shape == (2, 1, 28, 28)
     assert np.array_equal(gan.generate(G, 5, generator=torch.Generator().manual_seed(0)).numpy(), x)  # --seed 0
+
+
+def test_cli_conditional_mnist5k_and_bad_labels(tmp_path, ring_ckpt, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+
+    def cli(*args):  # in this process, as `python gan.py ARGS` would run
+        return subprocess.CompletedProcess(args, *run_app(gan.app, *args))
+
+    run = tmp_path / "run"
+    proc = cli("train", "--cond", "--steps", 2, "--batch-size", 8, "--channels", 4, "--z-dim", 8, "--pack", 2,
+               "--r1", 1, "--device", "cpu", "--out", run)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = cli("sample", "--ckpt", run / "ckpt.pt", "--n", 5, "--label", 7, "--out", tmp_path / "s.npz", "--device", "cpu")
+    assert proc.returncode == 0 and "label accuracy (fid.classify)" in proc.stdout, proc.stderr[-2000:]
+    x = np.load(tmp_path / "s.npz")["x"]
+    G = gan.load(run / "ckpt.pt")
+    assert np.array_equal(gan.generate(G, 5, generator=torch.Generator().manual_seed(0), y=7).numpy(), x)
+    for args in (["--ckpt", run / "ckpt.pt", "--label", 10], ["--ckpt", ring_ckpt, "--label", 0]):
+        assert_one_line_error(cli("sample", *args, "--out", tmp_path / "x.png"))
+    assert_one_line_error(cli("train", "--data", "swissroll", "--cond", "--out", tmp_path / "y"))
+    with pytest.raises(ValueError, match="labels in 0..9"):
+        gan.generate(G, 2, y=torch.tensor([3, 10]))
 
 
 @pytest.mark.parametrize("args", [

@@ -36,13 +36,14 @@ def tiny_x(likelihood: str, seed: int) -> torch.Tensor:
     return vae.binarize(x, g) if likelihood == "bernoulli" else x
 
 
-def quadrature(m: vae.VAE, x: torch.Tensor, n: int = 2001, lim: float = 8.0):
-    """Exact log p(x) = log int p(x|z) N(z; 0, 1) dz and ELBO = int q(z|x) log p(x|z) dz - KL on a grid over z (1-D)."""
+def quadrature(m: vae.VAE, x: torch.Tensor, n: int = 2001, lim: float = 8.0, y: torch.Tensor | None = None):
+    """Exact log p(x) = log int p(x|z) N(z; 0, 1) dz and ELBO = int q(z|x) log p(x|z) dz - KL on a grid over z (1-D);
+    with labels y, those of the CVAE's log p(x|y) (p(x|z, y), q(z|x, y))."""
     z = torch.linspace(-lim, lim, n, dtype=torch.float64)
     dz = z[1] - z[0]
-    log_px_z = m.log_px_given_z(x, z[:, None, None].expand(n, len(x), 1))  # [n, B]
+    log_px_z = m.log_px_given_z(x, z[:, None, None].expand(n, len(x), 1), y)  # [n, B]
     log_p = torch.logsumexp(log_px_z + (-0.5 * z ** 2 - 0.5 * LOG_2PI)[:, None], 0) + dz.log()
-    mu, logvar = m.encode(x)
+    mu, logvar = m.encode(x, y)
     q = torch.exp(-0.5 * (z[:, None] - mu[:, 0]) ** 2 / logvar[:, 0].exp() - 0.5 * logvar[:, 0] - 0.5 * LOG_2PI) * dz
     assert torch.allclose(q.sum(0), torch.ones(len(x), dtype=torch.float64), atol=1e-6)  # the grid covers q
     return log_p, (q * log_px_z).sum(0) - vae.gaussian_kl(mu, logvar)
@@ -73,6 +74,84 @@ def test_elbo_le_iwae_le_exact_log_px_and_iwae_approaches_it(likelihood, seed):
         gaps[k] = (log_p - iw, se)
     gap_1, gap_1000 = gaps[1][0], gaps[1000][0]
     assert (gap_1000 <= torch.clamp(0.2 * gap_1, min=0.01) + 5 * gaps[1000][1]).all(), gaps  # -> log p(x) as k grows
+
+
+def tiny_cvae(likelihood: str, seed: int, classes: int = 3) -> vae.VAE:
+    """A random CVAE (latent dim 1, float64) whose label embeddings are large enough to matter, with a prior p(y)
+    that is far from uniform."""
+    torch.manual_seed(seed)
+    shape = (2,) if likelihood == "gaussian" else (1, 4, 4)
+    m = vae.VAE(shape, latent_dim=1, hidden=8, likelihood=likelihood, num_classes=classes).double()
+    with torch.no_grad():
+        for p in list(m.decoder.parameters())[:2]:
+            p.mul_(2.0)
+        m.log_py.copy_(torch.tensor([0.6, 0.3, 0.1][:classes], dtype=torch.float64).log())
+    return m.eval()
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+@torch.no_grad()
+def test_cvae_uses_the_label_in_both_networks(likelihood):
+    m, x = tiny_cvae(likelihood, 0), tiny_x(likelihood, 0)
+    y0, y1 = torch.zeros(len(x), dtype=torch.long), torch.ones(len(x), dtype=torch.long)
+    mu0, lv0 = m.encode(x, y0)
+    mu1, lv1 = m.encode(x, y1)
+    assert not torch.allclose(mu0, mu1) and not torch.allclose(lv0, lv1)  # q(z|x, y)
+    z = torch.randn(5, len(x), 1, dtype=torch.float64)
+    assert not torch.allclose(m.decode(z, y0), m.decode(z, y1))  # p(x|z, y)
+    # the label of example b goes with every z of example b: decoding z [k, B] with y [B] = decoding each b alone
+    for b in range(len(x)):
+        assert torch.allclose(m.decode(z, y0 + b % 3)[:, b], m.decode(z[:, b:b + 1], (y0 + b % 3)[b:b + 1])[:, 0])
+    m = m.float()  # generate draws float32 noise
+    x0 = vae.generate(m, 6, generator=torch.Generator().manual_seed(1), y=0)
+    assert not torch.allclose(x0, vae.generate(m, 6, generator=torch.Generator().manual_seed(1), y=2))
+    assert torch.equal(x0, vae.generate(m, 6, generator=torch.Generator().manual_seed(1), y=torch.zeros(6).long()))
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "logistic"])
+@settings(max_examples=2)
+@given(seed=st.integers(0, 10_000))
+@torch.no_grad()
+def test_cvae_elbo_le_iwae_le_log_p_x_given_y_for_every_class(likelihood, seed):
+    m, x = tiny_cvae(likelihood, seed), tiny_x(likelihood, seed)
+    torch.manual_seed(seed)
+    for c in range(3):
+        y = torch.full((len(x),), c, dtype=torch.long)
+        log_p, elbo_exact = quadrature(m, x, y=y)  # log p(x|y) and the ELBO of q(z|x, y), by quadrature over z
+        assert (elbo_exact <= log_p + 1e-9).all()
+        elbo, se = mc(lambda v: m.elbo(v, y=y.repeat(len(v) // len(x))), x, 400)
+        assert ((elbo - elbo_exact).abs() <= 5 * se + 1e-9).all()  # m.elbo(x, y=y) is an unbiased estimate of it
+        for k, reps in [(10, 100), (300, 6)]:
+            iw, se = mc(lambda v: m.iwae(v, k, y=y.repeat(len(v) // len(x))), x, reps)
+            assert (iw <= log_p + 5 * se + 1e-9).all(), (c, k, iw, log_p)  # L_k <= log p(x|y)
+            assert (iw >= elbo_exact - 5 * se - 1e-9).all(), (c, k, iw, elbo_exact)  # L_k >= ELBO
+
+
+@torch.no_grad()
+def test_cvae_bayes_classifier_is_bayes_rule_on_log_p_x_given_y():
+    m, x = tiny_cvae("gaussian", 1), tiny_x("gaussian", 1)
+    exact = torch.stack([quadrature(m, x, y=torch.full((len(x),), c))[0] for c in range(3)], 1)  # log p(x|y) [B, 3]
+    log_joint = exact + m.log_py  # log p(x|y) + log p(y), p(y) = (0.6, 0.3, 0.1)
+    want = log_joint - torch.logsumexp(log_joint, 1, keepdim=True)
+    torch.manual_seed(0)
+    got = m.log_posterior(x, k=3000)  # IWAE-3000 in place of log p(x|y)
+    assert torch.allclose(got.exp().sum(1), torch.ones(len(x), dtype=torch.float64))  # probabilities sum to 1
+    assert (got.exp() - want.exp()).abs().max() < 0.02, (got.exp(), want.exp())
+    # the marginal bound of likelihood() is log sum_y p(x|y) p(y), within Monte Carlo error of the exact one
+    r = vae.likelihood(m, x, k=3000, seed=0)
+    assert abs(r["iwae_nats"] - float(torch.logsumexp(log_joint, 1).mean())) < 0.02
+    r_y = vae.likelihood(m, x, k=3000, seed=0, y=torch.tensor([0, 1, 2]))
+    assert abs(r_y["iwae_nats"] - float(exact[torch.arange(3), torch.arange(3)].mean())) < 0.02
+
+
+@torch.no_grad()
+def test_labels_are_checked():
+    m = tiny_cvae("gaussian", 0)
+    for bad in (3, -1, torch.tensor([0, 5]), torch.zeros(3, dtype=torch.long)):
+        with pytest.raises(ValueError, match="labels in 0..2"):
+            vae.generate(m, 2, y=bad)
+    y = vae.labels_for(2000, 3, None, torch.Generator().manual_seed(0))  # y=None: uniform over the classes
+    assert set(y.tolist()) == {0, 1, 2} and abs(float((y == 0).float().mean()) - 1 / 3) < 0.05
 
 
 @settings(max_examples=10)
@@ -227,6 +306,42 @@ def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):
     assert code == 0 and f"IWAE-5 NLL {r['nll_nats']:.4f} nats" in out, err
     res = vae.nll(ckpt=str(moons_ckpt), k=5, n=20)
     assert res["nll_nats"] == r["nll_nats"] and res["elbo_nats"] == r["elbo_nats"]
+
+
+def test_cvae_commands_learn_the_label_and_classify(tmp_path, capsys):
+    ck = vae.train(data="moons", steps=600, hidden=32, latent_dim=2, batch_size=64, kl_warmup=100, device="cpu",
+                   out=str(tmp_path / "r"), cond=True)
+    model = vae.load(ck)
+    assert model.num_classes == 2 and torch.allclose(model.log_py.exp(), torch.tensor([0.5, 0.5]), atol=0.01)
+    ds = data.load("moons", "train")
+    for c in range(2):  # samples of class c lie on moon c: the label of their nearest training point
+        code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 200, "--label", c, "--out", tmp_path / "s.npz")
+        assert code == 0, err
+        x = torch.as_tensor(np.load(tmp_path / "s.npz")["x"])
+        assert float((ds.y[torch.cdist(x, ds.x).argmin(1)] == c).float().mean()) > 0.7  # label ignored: 0.5 +- 0.035
+    code, out, err = cli(capsys, "classify", "--ckpt", ck, "--n", 300, "--k", 20)
+    assert code == 0 and "test accuracy" in out, err
+    acc = float(out.split("test accuracy ")[1].split("%")[0])
+    assert acc > 85, out  # the two moons, told apart by Bayes' rule on the CVAE's bound
+    assert f"{100 * vae.classify(ckpt=str(ck), n=300, k=20)['accuracy']:.2f}%" in out  # what it returns
+    code, out, err = cli(capsys, "nll", "--ckpt", ck, "--k", 5, "--n", 20)  # the marginal bound on log p(x)
+    assert code == 0 and "nats" in out, err
+    for args in [("sample", "--ckpt", ck, "--label", 2), ("sample", "--ckpt", ck, "--label", -1)]:
+        assert_one_line_error(Proc(*cli(capsys, *args)))
+
+
+def test_cvae_on_mnist5k_and_label_on_an_unconditional_model(tmp_path, capsys, moons_ckpt):
+    code, out, err = cli(capsys, "train", "--cond", "--steps", 2, "--hidden", 4, "--latent-dim", 2, "--batch-size", 8,
+                         "--device", "cpu", "--out", tmp_path / "r")
+    assert code == 0, err
+    ck = tmp_path / "r" / "ckpt.pt"
+    code, out, err = cli(capsys, "sample", "--ckpt", ck, "--n", 5, "--label", 7, "--out", tmp_path / "s.png")
+    assert code == 0 and "label accuracy (fid.classify)" in out, err
+    code, out, err = cli(capsys, "classify", "--ckpt", ck, "--n", 10, "--k", 2)
+    assert code == 0 and "fid.py's discriminative classifier" in out, err
+    for args in [("sample", "--ckpt", ck, "--label", 10), ("sample", "--ckpt", moons_ckpt, "--label", 0),
+                 ("classify", "--ckpt", moons_ckpt), ("train", "--data", "swissroll", "--cond")]:
+        assert_one_line_error(Proc(*cli(capsys, *args)))
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
