@@ -399,6 +399,13 @@ def ddim_invert(eps_fn: Callable, alpha_bar: torch.Tensor, x_0: torch.Tensor, st
 
 
 # ----------------------------------------------------------------------------------------------------- the surface
+def auto_spacing(spacing: str, shape: tuple[int, ...], method: str) -> str:
+    """generate's spacing "auto": karras (rho = 3 by default) for dpm++2m on images [C, H, W], else lambda."""
+    if spacing != "auto":
+        return spacing
+    return "karras" if len(shape) == 3 and method == "dpm++2m" else "lambda"
+
+
 @torch.no_grad()
 def generate(model: DDPM, n: int, *, generator: torch.Generator | None = None, y=None, method: str = "dpm++2m",
              steps: int = 20, eta: float = 0.0, spacing: str = "auto", rho: float = 3.0,
@@ -420,8 +427,7 @@ def generate(model: DDPM, n: int, *, generator: torch.Generator | None = None, y
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     dev = model.alpha_bar.device
     clip = x0_clip if len(model.shape) == 3 else None
-    if spacing == "auto":
-        spacing = "karras" if len(model.shape) == 3 and method == "dpm++2m" else "lambda"
+    spacing = auto_spacing(spacing, model.shape, method)
     out = []
     for i in range(0, n, batch_size):
         shape = (min(batch_size, n - i), *model.shape)

@@ -26,9 +26,12 @@ Algorithm -> function:
     sampling: decode of ddpm.sample                 -> generate (ddpm.generate on the latents, then LDM.decode)
     the composed bound (LSGM) and its Jacobian      -> LDM.bound_terms, likelihood (bits/dim under vae.py's
                                                        logistic-decoder protocol; nats on points)
+    labels (`--labels`): label dropout, guidance    -> cfg.drop_labels in `train`; generate samples the latent
+                                                       DDPM through cfg.generate (eps_u + s (eps_c - eps_u))
 Departures: one autoencoder architecture for all (vae.py's small conv VAE, no GAN or perceptual loss, so its
-reconstructions are blurrier than Rombach et al.'s); the decoder mean, not a sample, is the image; unconditional
-(labels and classifier-free guidance: cfg.py, not here); latents are not clipped during sampling.
+reconstructions are blurrier than Rombach et al.'s); the decoder mean, not a sample, is the image; the autoencoder
+never sees the labels (only the latent DDPM is conditional, as in Rombach et al.'s class-conditional LDMs); latents
+are not clipped during sampling.
 
 Commands (2-core CPU shared with other jobs; one thread; see the README's ldm.py section for measured numbers):
     python ldm.py train                                      # both stages on mnist5k -> runs/ldm-mnist5k/
@@ -40,6 +43,8 @@ Commands (2-core CPU shared with other jobs; one thread; see the README's ldm.py
     python ldm.py reconstruct --out recon.npz && python fid.py score recon.npz mnist5k:test   # the ceiling
     python ldm.py train --net dit --dit-size DiT-S/7 --dit-patch 1   # a DiT on the 7x7 latent (49 tokens)
     python ldm.py train --data grid25 --steps 3000           # points: flat z, an MLP denoiser
+    python ldm.py train --labels --out runs/ldm-labels && python ldm.py sample --ckpt runs/ldm-labels/ckpt.pt \
+        --label 7 --guidance 2                               # class-conditional, with cfg.py's guidance
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ import math
 import torch
 import torch.nn as nn
 
+import cfg  # labels: label dropout and guided sampling (cfg.py's classifier-free guidance on the latent DDPM)
 import ddpm  # the schedule, loss, samplers and bound (DESIGN.md: ldm.py composes vae.py and ddpm.py)
 import vae  # the autoencoder
 
@@ -59,9 +65,9 @@ class LDM(nn.Module):
     """The autoencoder (frozen), the scale factor s and the latent DDPM, as one module: its state dict is the whole
     model, so one checkpoint carries all three."""
 
-    def __init__(self, ae: vae.VAE, diffusion: ddpm.DDPM, scale_factor: float = 1.0):
+    def __init__(self, ae: vae.VAE, diffusion: ddpm.DDPM, scale_factor: float = 1.0, num_classes: int = 0):
         super().__init__()
-        self.ae, self.diffusion = ae, diffusion
+        self.ae, self.diffusion, self.num_classes = ae, diffusion, num_classes  # num_classes > 0: labels (cfg.py)
         self.ae.requires_grad_(False)  # stage 2 never changes the autoencoder
         self.register_buffer("scale_factor", torch.tensor(float(scale_factor)))  # s = 1 / std of the latents
 
@@ -83,7 +89,8 @@ class LDM(nn.Module):
         return self.ae.mean(z / self.scale_factor)
 
     def forward(self, z: torch.Tensor, y=None) -> torch.Tensor:
-        """L_LDM (Rombach et al. eq. 2) on scaled latents z: ddpm.py's loss (its target, weighting and t sampling)."""
+        """L_LDM (Rombach et al. eq. 2) on scaled latents z: ddpm.py's loss (its target, weighting and t sampling);
+        with labels y (already dropped to the null label where cfg.drop_labels says), the conditional L_LDM."""
         return self.diffusion.loss(z, y)
 
     @torch.no_grad()
@@ -114,17 +121,25 @@ def encode_all(ae: vae.VAE, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------------------------- the surface
 @torch.no_grad()
-def generate(model: LDM, n: int, *, generator: torch.Generator | None = None, y=None, method: str = "dpm++2m",
-             steps: int = 20, eta: float = 0.0, spacing: str = "auto", rho: float = 3.0,
+def generate(model: LDM, n: int, *, generator: torch.Generator | None = None, y=None, guidance: float = 1.0,
+             method: str = "dpm++2m", steps: int = 20, eta: float = 0.0, spacing: str = "auto", rho: float = 3.0,
              x0_clip: float | None = None, batch_size: int = 1000) -> torch.Tensor:
     """n samples in data space on the CPU: z_0 = ddpm.generate(the latent DDPM) (z_T ~ N(0, I), then ddpm.sample with
     `method` in `steps` calls of eps_theta; the same generator runs through), x = decode(z_0). x0_clip clamps the
     predicted latent z_0 (None: off; latents are not bounded like pixels). spacing "auto" is ddpm.generate's: karras
-    with `rho` for dpm++2m on spatial latents (FID 9.5 against lambda's 11.3 at 20 calls, README), else lambda."""
-    if y is not None:
-        raise ValueError("ldm.py's latent DDPM is unconditional: y must be None")
-    z_0 = ddpm.generate(model.diffusion, n, generator=generator, method=method, steps=steps, eta=eta, spacing=spacing,
-                        rho=rho, x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape], float32 on the CPU
+    with `rho` for dpm++2m on spatial latents (FID 9.5 against lambda's 11.3 at 20 calls, README), else lambda.
+    A model trained with labels samples through cfg.generate instead: labels y (an int, a LongTensor [n], or None:
+    uniform over the classes) and eps_u + s (eps_c - eps_u) with s = `guidance` (1: the conditional model alone)."""
+    if not model.num_classes and (y is not None or guidance != 1):
+        raise ValueError("this ldm.py model was trained without labels (python ldm.py train --labels): y must be "
+                         "None and guidance 1")
+    spacing = ddpm.auto_spacing(spacing, model.latent_shape, method)
+    if model.num_classes:  # cfg.py's guided sampling on the latent DDPM (labels checked there)
+        z_0 = cfg.generate(model.diffusion, n, generator=generator, y=y, guidance=guidance, method=method,
+                           steps=steps, eta=eta, spacing=spacing, rho=rho, x0_clip=x0_clip, batch_size=batch_size)
+    else:
+        z_0 = ddpm.generate(model.diffusion, n, generator=generator, method=method, steps=steps, eta=eta,
+                            spacing=spacing, rho=rho, x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape]
     dev = model.scale_factor.device
     return torch.cat([model.decode(zb.to(dev)).float().cpu() for zb in z_0.split(batch_size)])
 
@@ -169,18 +184,19 @@ app = training.App(help="Latent diffusion: vae.py's autoencoder + ddpm.py's DDPM
 Opt = typer.Option
 
 
-def build(config: dict, scale_factor: float = 1.0) -> LDM:
-    """The model a saved config describes: vae.VAE(**config["ae_model"]) and ddpm.build on its latent shape."""
+def build(config: dict, scale_factor: float = 1.0, num_classes: int = 0) -> LDM:
+    """The model a saved config describes: vae.VAE(**config["ae_model"]) and ddpm.build on its latent shape (with a
+    label embedding of num_classes + 1 rows when num_classes > 0, as cfg.build)."""
     ae = vae.VAE(**config["ae_model"])
-    diffusion = ddpm.build(config, ae.latent_shape)
+    diffusion = cfg.build(config, ae.latent_shape, num_classes) if num_classes else ddpm.build(config, ae.latent_shape)
     diffusion.shape = ae.latent_shape  # what ddpm.generate draws z_T in
-    return LDM(ae, diffusion, scale_factor)
+    return LDM(ae, diffusion, scale_factor, num_classes)
 
 
 def load(path, device: str = "cpu") -> LDM:
     """The autoencoder, the scale factor and the latent DDPM (EMA weights) from one checkpoint, ready to sample."""
     ckpt = training.load_checkpoint(path, "ldm")
-    model = build(ckpt["config"])
+    model = build(ckpt["config"], num_classes=int(ckpt["extra"].get("num_classes", 0)))
     model.load_state_dict(training.ema_state(ckpt))
     model.config = ckpt["config"]
     return model.to(training.device(device)).eval()
@@ -197,6 +213,8 @@ def train(
     ae_latent_dim: Annotated[int, Opt(help="points: dimension of the flat z")] = 2,
     ae_hidden: Annotated[int, Opt(help="autoencoder conv channels (images) or MLP width (points)")] = 64,
     ae_beta: Annotated[float, Opt(help="autoencoder KL weight, far below 1 (Rombach et al. sec. 3.1)")] = 1e-3,
+    labels: Annotated[bool, Opt(help="class-conditional latent DDPM with label dropout (cfg.py's guidance)")] = False,
+    p_uncond: Annotated[float, Opt(help="label dropout: probability of training on the null label")] = cfg.P_UNCOND,
     batch_size: Annotated[int, Opt(help="stage 2: latents per step (per process under torchrun)")] = 64,
     lr: Annotated[float, Opt(help="stage 2: peak AdamW learning rate")] = 2e-3,
     warmup: Annotated[int, Opt(help="stage 2: linear learning-rate warm-up steps")] = 100,
@@ -236,7 +254,10 @@ def train(
     check = training.check
     check(steps > 0 and ae_steps > 0, f"--steps and --ae-steps must be positive, got {steps}, {ae_steps}")
     check(ae_beta >= 0 and math.isfinite(ae_beta), f"--ae-beta must be a finite number >= 0, got {ae_beta}")
+    check(0 < p_uncond < 1, f"--p-uncond must be in (0, 1), got {p_uncond}")
     ds = datasets.load(data)
+    check(not labels or ds.num_classes > 0, f"--labels: --data {data} has no labels")
+    C = ds.num_classes if labels else 0
     ddpm.validate(config, (ae_latent_dim,) if ds.kind == "points" else None)  # schedule and backbone options
     out = Path(out or f"runs/ldm-{data}")
     config["out"] = str(out)
@@ -262,15 +283,16 @@ def train(
 
     # stage 2: the latent DDPM
     training.seed_everything(seed)  # the initial weights depend on --seed alone
-    model = build(config, s)
+    model = build(config, s, C)
     model.ae.load_state_dict(autoenc.state_dict())
     tr = training.Trainer("ldm", config, {"model": model}, latents, steps=steps, batch_size=batch_size, lr=lr,
                           out=out, device=device, seed=seed, resume=resume, ema_decay=ema_decay, warmup=warmup,
                           betas=(beta1, beta2), weight_decay=weight_decay, grad_clip=grad_clip, compile=compile,
-                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": 0})
-    for _, (z, _) in tr:
+                          ckpt_every=ckpt_every, extra={"shape": list(ds.shape), "num_classes": C})
+    for _, (z, y) in tr:
+        y = cfg.drop_labels(y, C, p_uncond) if C else None  # Ho & Salimans Algorithm 1: y <- null w.p. p_uncond
         with tr.autocast():
-            loss = tr.models["model"](z)  # L_LDM on the scaled latents, through DDP / compile wrappers
+            loss = tr.models["model"](z, y)  # L_LDM on the scaled latents, through DDP / compile wrappers
         tr.step(loss)
 
     def sample_fn(n):
@@ -290,6 +312,9 @@ def sample_cmd(
     spacing: Annotated[str, Opt(help="timestep spacing: karras (sigma^(1/rho) even), lambda (log-SNR even), uniform, "
                                      "or auto (karras for dpm++2m on spatial latents, else lambda)")] = "auto",
     rho: Annotated[float, Opt(help="karras spacing: rho (large: like lambda; small: fewer steps at low noise)")] = 3.0,
+    label: Annotated[int, Opt(help="models trained with --labels: the class to draw; -1 = every class in turn")] = -1,
+    guidance: Annotated[float, Opt(help="models trained with --labels: guidance scale s (0 unconditional, 1 "
+                                        "conditional, > 1 guided)")] = 1.0,
     batch_size: Annotated[int, Opt(help="samples per batch")] = 500,
     out: Annotated[str | None, Opt(help=".png grid/scatter or .npz (key x); default next to the checkpoint")] = None,
     device: training.Device = "auto",
@@ -306,10 +331,14 @@ def sample_cmd(
     path = datasets.samples_path(out, Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     model = load(ckpt, device)
     check(steps <= model.diffusion.T, f"--steps must be at most T = {model.diffusion.T}, got {steps}")
+    C = model.num_classes
+    check(C > 0 or (label == -1 and guidance == 1), "--label and --guidance need a model trained with --labels")
+    check(-1 <= label < max(C, 1), f"--label {label} is not a class of {model.config['data']} (0..{C - 1}, or -1)")
+    y = (torch.full((n,), label) if label >= 0 else (torch.arange(n) * C) // n) if C else None  # -1: classes in turn
     g = torch.Generator().manual_seed(seed)
     with training.autocast(model.scale_factor.device):
-        x = generate(model, n, generator=g, method=sampler, steps=steps, eta=eta, spacing=spacing, rho=rho,
-                     batch_size=batch_size)
+        x = generate(model, n, generator=g, y=y, guidance=guidance, method=sampler, steps=steps, eta=eta,
+                     spacing=spacing, rho=rho, batch_size=batch_size)
     points = x.dim() == 2
     datasets.write_samples(x, path, reference=datasets.load(model.config["data"], "test").x[:2000] if points else None)
     return x

@@ -122,10 +122,10 @@ add("ddpm-karras-rho-ignored", "ddpm.py", "grid = rho * np.log(np.linspace(s_max
 add("ddpm-karras-root-not-applied", "ddpm.py", "np.exp(log_sigma[-1] / rho), np.exp(log_sigma[0] / rho)", "np.exp(log_sigma[-1]), np.exp(log_sigma[0])", KARRAS)
 add("ddpm-karras-shifted", "ddpm.py", "grid = rho * np.log(np.linspace(s_max, s_min, steps))", "grid = rho * np.log(np.linspace(s_max, s_min, steps + 1)[1:])", KARRAS)
 add("ddpm-karras-is-lambda", "ddpm.py", '    if spacing == "karras":  # eq. 5', '    if spacing == "no-such":  # eq. 5', KARRAS)
-AUTO = 'spacing = "karras" if len(model.shape) == 3 and method == "dpm++2m" else "lambda"'
-add("ddpm-images-default-spacing-lambda", "ddpm.py", AUTO, 'spacing = "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
-add("ddpm-points-default-spacing-karras", "ddpm.py", AUTO, 'spacing = "karras" if method == "dpm++2m" else "lambda"', "tests/test_ddpm.py::test_generate_is_x_T_then_sample_then_denormalize")
-add("ddpm-ddim-default-spacing-karras", "ddpm.py", AUTO, 'spacing = "karras" if len(model.shape) == 3 else "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
+AUTO = 'return "karras" if len(shape) == 3 and method == "dpm++2m" else "lambda"'
+add("ddpm-images-default-spacing-lambda", "ddpm.py", AUTO, 'return "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
+add("ddpm-points-default-spacing-karras", "ddpm.py", AUTO, 'return "karras" if method == "dpm++2m" else "lambda"', "tests/test_ddpm.py::test_generate_is_x_T_then_sample_then_denormalize")
+add("ddpm-ddim-default-spacing-karras", "ddpm.py", AUTO, 'return "karras" if len(shape) == 3 else "lambda"', "tests/test_ddpm.py::test_generate_images_clip_and_refusals")
 
 
 # fm.py: the path and target, t sampling, the OT coupling, the three ODE steps, the likelihood (trace, Hutchinson,
@@ -272,10 +272,74 @@ add("ldm-seed-after-build", "ldm.py", "    training.seed_everything(seed)  # the
     f"{T_LDM}::test_stage_2_on_a_given_autoencoder_and_its_exact_resume")
 add("ldm-stage-1-again-on-resume", "ldm.py", "if not ae and not (resume and ae_path.exists()", "if not ae and not (False",
     f"{SAME}[ldm]")
+LDM_LABELS = "tests/test_ldm.py::test_labels_cfg_guidance_on_the_latent_ddpm"
+add("ldm-labels-not-dropped", "ldm.py", "y = cfg.drop_labels(y, C, p_uncond) if C else None", "y = y if C else None", LDM_LABELS)
+add("ldm-labels-guidance-ignored", "ldm.py", "y=y, guidance=guidance, method=method,", "y=y, guidance=1.0, method=method,", LDM_LABELS)
+add("ldm-labels-unconditional-net", "ldm.py", "diffusion = cfg.build(config, ae.latent_shape, num_classes) if num_classes else", "diffusion = cfg.build(config, ae.latent_shape, num_classes) if False else", LDM_LABELS)
 ELBO_S = f"{T_LDM}::test_spatial_vae_elbo_is_the_mean_of_its_one_sample_iwae"
 add("vae-spatial-kl-not-flattened", "vae.py", "gaussian_kl(mu.flatten(1), logvar.flatten(1))", "gaussian_kl(mu, logvar)", ELBO_S)
 add("vae-spatial-sum-last-dim", "vae.py", "return a.flatten(-len(self.latent_shape)).sum(-1)", "return a.sum(-1)", ELBO_S)
 add("vae-spatial-log-q-no-std", "vae.py", " - self.sum_latent(std.log())  # log N", "  # log N", ELBO_S)
+
+# issue 19, conditional generation: the label used by every network, the CVAE's bounds per class, the conditional
+# flow's base mean and its Bayes classifier, the projection discriminator's packed class term, the labels in training
+TV, TF, TG = "tests/test_vae.py", "tests/test_flow.py", "tests/test_gan.py"
+add("cond-vae-encoder-ignores-y", "vae.py", "out = self.encoder(u) if y is None else with_label(self.encoder, u, self.enc_label(self._check_y(y)))",
+    "out = self.encoder(u)", f"{TV}::test_cvae_uses_the_label_in_both_networks")
+add("cond-vae-decoder-ignores-y", "vae.py", "params = with_label(self.decoder, z_flat, e).to(z.dtype)",
+    "params = self.decoder(z_flat).to(z.dtype)", f"{TV}::test_cvae_uses_the_label_in_both_networks")
+add("cond-vae-iwae-drops-y", "vae.py", "log_w.append(self.log_px_given_z(x, z, y) + log_pz - log_qz)",
+    "log_w.append(self.log_px_given_z(x, z) + log_pz - log_qz)", f"{TV}::test_cvae_elbo_le_iwae_le_log_p_x_given_y_for_every_class")
+add("cond-vae-elbo-drops-y", "vae.py", "return self.log_px_given_z(x, z, y), gaussian_kl(", "return self.log_px_given_z(x, z), gaussian_kl(",
+    f"{TV}::test_cvae_elbo_le_iwae_le_log_p_x_given_y_for_every_class")
+add("cond-vae-labels-misaligned", "vae.py", "e = self.dec_label(self._check_y(y).expand(lead).reshape(-1))",
+    "e = self.dec_label(self._check_y(y).repeat_interleave(len(z_flat) // len(y)))", f"{TV}::test_cvae_uses_the_label_in_both_networks")
+add("cond-vae-bayes-no-prior", "vae.py", "for c in labels], 1) + self.log_py", "for c in labels], 1)",
+    f"{TV}::test_cvae_bayes_classifier_is_bayes_rule_on_log_p_x_given_y")
+add("cond-vae-bayes-not-normalized", "vae.py", "return log_pxy - torch.logsumexp(log_pxy, 1, keepdim=True)", "return log_pxy",
+    f"{TV}::test_cvae_bayes_classifier_is_bayes_rule_on_log_p_x_given_y")
+add("cond-vae-prior-not-from-data", "vae.py", "model.log_py.copy_(torch.bincount(ds.y, minlength=ds.num_classes).float().div(len(ds)).log())",
+    "pass", f"{TV}::test_cvae_commands_learn_the_label_and_classify")
+add("cond-vae-train-without-y", "vae.py", 'log_px_z, kl = tr.models["model"](x, y=y if cond else None)', 'log_px_z, kl = tr.models["model"](x, y=None)',
+    f"{TV}::test_cvae_commands_learn_the_label_and_classify")
+add("cond-flow-coupling-ignores-label", "flow.py", "out = self.net[1:](self.net[0](x_masked) + self.label_emb(label)[:, :, None, None])",
+    "out = self.net(x_masked)", f"{TF}::test_conditional_flow_uses_the_label_in_every_coupling_and_the_base")
+add("cond-flow-base-mean-not-subtracted", "flow.py", "else (z - self.base_mean(label), log_det)", "else (z, log_det)",
+    f"{TF}::test_conditional_inverse_and_log_det")
+add("cond-flow-base-mean-sign-in-inverse", "flow.py", "z = z if label is None else z + self.base_mean(label)",
+    "z = z if label is None else z - self.base_mean(label)", f"{TF}::test_conditional_inverse_and_log_det")
+add("cond-flow-sample-ignores-label", "flow.py", "return torch.cat([self.inverse(zb, lb) for zb, lb in zip(z.split(batch), labels)])",
+    "return torch.cat([self.inverse(zb, None) for zb, lb in zip(z.split(batch), labels)])",
+    f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-flow-marginal-is-max", "flow.py", "return torch.logsumexp(self.log_joint(x), 1)", "return self.log_joint(x).max(1).values",
+    f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-flow-bayes-no-prior", "flow.py", "for c in range(self.num_classes)], 1) + self.log_pc", "for c in range(self.num_classes)], 1)",
+    f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-flow-bayes-not-normalized", "flow.py", "return log_pxc - torch.logsumexp(log_pxc, 1, keepdim=True)", "return log_pxc",
+    f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-flow-train-without-label", "flow.py", "c = c if cond else None  # conditional", "c = None  # conditional",
+    f"{TF}::test_conditional_commands_learn_the_label_and_classify")
+add("cond-flow-likelihood-drops-y", "flow.py", "per.append(-model.log_prob(xb, lb).cpu())", "per.append(-model.log_prob(xb).cpu())",
+    f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-gan-mlpg-ignores-y", "gan.py", "h = self.net(z) if y is None else self.net[1:](self.net[0](z) + self.embed(y))", "h = self.net(z)",
+    f"{TG}::test_conditional_generators_and_projection_discriminators_use_the_label")
+add("cond-gan-convg-ignores-y", "gan.py", "x = self.net[1:](a + self.embed(y).view(a.shape))", "x = self.net[1:](a)",
+    f"{TG}::test_conditional_generators_and_projection_discriminators_use_the_label")
+add("cond-gan-projection-dropped", "gan.py", "return self.net[-1](phi).squeeze(1) + projection(phi, self.embed, y, self.pack)",
+    "return self.net[-1](phi).squeeze(1)", f"{TG}::test_conditional_generators_and_projection_discriminators_use_the_label")
+add("cond-gan-projection-one-slot", "gan.py", "slots = torch.arange(pack, device=y.device) * (embed.num_embeddings // pack)",
+    "slots = torch.zeros(pack, dtype=torch.long, device=y.device)", f"{TG}::test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot")
+add("cond-gan-projection-no-phi", "gan.py", "return (embed(y + slots).sum(1) * phi).sum(1)", "return embed(y + slots).sum((1, 2))",
+    f"{TG}::test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot")
+add("cond-gan-projection-no-sn", "gan.py", "self.embed = _sn(nn.Embedding(pack * num_classes, width), sn)",
+    "self.embed = nn.Embedding(pack * num_classes, width)", f"{TG}::test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot")
+add("cond-gan-fakes-without-y", "gan.py", "x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev), y)",
+    "x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev), None if y is None else y.roll(1))",
+    f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
+add("cond-gan-critic-ignores-y", "gan.py", "critic = D_ if y is None else (lambda v, y=y: D_(v, y))", "critic = D_",
+    f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
+add("cond-gan-g-step-without-y", "gan.py", "device=tr.dev), y), y), loss)", "device=tr.dev), y), y.roll(1) if y is not None else y), loss)",
+    f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
 
 
 # ----------------------------------------------------------------------------------------------------- runner

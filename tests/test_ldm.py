@@ -99,7 +99,7 @@ def test_generate_is_decode_of_ddpm_sample(run, method, steps):
                       spacing=spacing, rho=3.0)
     assert x.shape == (6, 1, 28, 28) and torch.isfinite(x).all()
     torch.testing.assert_close(x, model.decode(z_0), rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="unconditional"):
+    with pytest.raises(ValueError, match="trained without labels"):
         ldm.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
 
 
@@ -228,6 +228,44 @@ def test_images_nll_command(run):
     r = ldm.likelihood(ldm.load(run), data.load("mnist5k", "test").x[
         torch.randperm(1000, generator=torch.Generator().manual_seed(0))[:4]], n_t=3, seed=0)
     assert code == 0 and f"{r['nll_bpd']:.4f} bits/dim" in out, err
+
+
+# ----------------------------------------------------------------------------------------------------- labels
+def test_labels_cfg_guidance_on_the_latent_ddpm(run, tmp_path, monkeypatch):
+    """--labels: the latent DDPM gets a label embedding (num_classes saved), training drops labels to null at rate
+    p_uncond, and generate is decode of cfg.generate on the latent DDPM (the label is used; guidance changes it)."""
+    import cfg
+
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    ae = str(run.parent / "ae" / "ckpt.pt")
+    path = ldm.train(data="mnist5k", steps=4, ae=ae, labels=True, out=str(tmp_path / "l"), **TINY)
+    assert torch.load(path, weights_only=True)["extra"]["num_classes"] == 10
+    model = ldm.load(path)
+    assert model.num_classes == 10 and model.diffusion.net.num_classes == 10
+    kw = dict(method="ddim", steps=5)
+    x = ldm.generate(model, 4, generator=torch.Generator().manual_seed(2), y=3, guidance=2.0, **kw)
+    z_0 = cfg.generate(model.diffusion, 4, generator=torch.Generator().manual_seed(2), y=3, guidance=2.0,
+                       spacing="lambda", x0_clip=None, **kw)
+    torch.testing.assert_close(x, model.decode(z_0), rtol=0, atol=1e-6)
+    other = ldm.generate(model, 4, generator=torch.Generator().manual_seed(2), y=5, guidance=2.0, **kw)
+    assert not torch.equal(x, other)  # the label reaches the network
+    # Algorithm 1's label dropout: p_uncond of the labels become the null label (10) during training
+    seen = []
+    monkeypatch.setattr(ldm.LDM, "forward", lambda self, z, y=None: seen.append(y) or self.diffusion.loss(z, y))
+    ldm.train(data="mnist5k", steps=40, ae=ae, labels=True, p_uncond=0.5, out=str(tmp_path / "d"),
+              **{**TINY, "batch_size": 64})
+    ys = torch.cat(seen)
+    assert ys.max() == 10 and abs((ys == 10).float().mean().item() - 0.5) < 0.05  # 2,560 draws: std 0.01
+    # an unconditional model refuses labels and guidance
+    with pytest.raises(ValueError, match="without labels"):
+        ldm.generate(ldm.load(run), 2, y=1)
+    for args in [("sample", "--ckpt", run, "--label", 3), ("sample", "--ckpt", run, "--guidance", 2),
+                 ("sample", "--ckpt", path, "--label", 10), ("train", "--labels", "--p-uncond", 1.5)]:
+        assert_one_line_error(Proc(*run_app(ldm.app, *args)))
+    code, _, err = run_app(ldm.app, "sample", "--ckpt", path, "--label", 7, "--guidance", 1.5, "--n", 3, "--steps", 3,
+                           "--out", tmp_path / "s.npz", "--device", "cpu")
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npz")["x"].shape == (3, 1, 28, 28)
 
 
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path):
