@@ -299,7 +299,7 @@ add("cond-vae-bayes-no-prior", "vae.py", "for c in labels], 1) + self.log_py", "
 add("cond-vae-bayes-not-normalized", "vae.py", "return log_pxy - torch.logsumexp(log_pxy, 1, keepdim=True)", "return log_pxy",
     f"{TV}::test_cvae_bayes_classifier_is_bayes_rule_on_log_p_x_given_y")
 add("cond-vae-prior-not-from-data", "vae.py", "model.log_py.copy_(torch.bincount(ds.y, minlength=ds.num_classes).float().div(len(ds)).log())",
-    "pass", f"{TV}::test_cvae_commands_learn_the_label_and_classify")
+    "pass", f"{TV}::test_the_class_prior_is_the_training_frequencies")
 add("cond-vae-train-without-y", "vae.py", 'log_px_z, kl = tr.models["model"](x, y=y if cond else None)', 'log_px_z, kl = tr.models["model"](x, y=None)',
     f"{TV}::test_cvae_commands_learn_the_label_and_classify")
 add("cond-flow-coupling-ignores-label", "flow.py", "out = self.net[1:](self.net[0](x_masked) + self.label_emb(label)[:, :, None, None])",
@@ -317,6 +317,8 @@ add("cond-flow-bayes-no-prior", "flow.py", "for c in range(self.num_classes)], 1
     f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
 add("cond-flow-bayes-not-normalized", "flow.py", "return log_pxc - torch.logsumexp(log_pxc, 1, keepdim=True)", "return log_pxc",
     f"{TF}::test_p_x_given_c_integrates_to_one_and_the_marginal_is_the_mixture")
+add("cond-flow-prior-not-from-data", "flow.py", "model.log_pc.copy_(torch.bincount(ds.y, minlength=ds.num_classes).float().div(len(ds)).log())",
+    "pass", f"{TF}::test_the_class_prior_is_the_training_frequencies")
 add("cond-flow-train-without-label", "flow.py", "c = c if cond else None  # conditional", "c = None  # conditional",
     f"{TF}::test_conditional_commands_learn_the_label_and_classify")
 add("cond-flow-likelihood-drops-y", "flow.py", "per.append(-model.log_prob(xb, lb).cpu())", "per.append(-model.log_prob(xb).cpu())",
@@ -333,9 +335,6 @@ add("cond-gan-projection-no-phi", "gan.py", "return (embed(y + slots).sum(1) * p
     f"{TG}::test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot")
 add("cond-gan-projection-no-sn", "gan.py", "self.embed = _sn(nn.Embedding(pack * num_classes, width), sn)",
     "self.embed = nn.Embedding(pack * num_classes, width)", f"{TG}::test_projection_discriminator_adds_y_transpose_V_phi_per_packed_slot")
-add("cond-gan-fakes-without-y", "gan.py", "x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev), y)",
-    "x_fake = G_(torch.randn(batch_size, G.z_dim, device=tr.dev), None if y is None else y.roll(1))",
-    f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
 add("cond-gan-critic-ignores-y", "gan.py", "critic = D_ if y is None else (lambda v, y=y: D_(v, y))", "critic = D_",
     f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
 add("cond-gan-g-step-without-y", "gan.py", "device=tr.dev), y), y), loss)", "device=tr.dev), y), y.roll(1) if y is not None else y), loss)",

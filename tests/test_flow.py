@@ -311,6 +311,16 @@ def test_conditional_flow_on_mnist5k(tmp_path, capsys):
     assert_one_line_error(Proc(*cli(capsys, "sample", "--ckpt", ck, "--label", 10)))
 
 
+def test_the_class_prior_is_the_training_frequencies(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    moons = data.load("moons")
+    keep = torch.cat([(moons.y == 0).nonzero()[:300, 0], (moons.y == 1).nonzero()[:100, 0]])  # 3 : 1
+    unbalanced = data.Dataset(moons.x[keep], moons.y[keep], "points", "moons", 2)
+    monkeypatch.setattr(flow.datasets, "load", lambda name, split="train": unbalanced)
+    ck = flow.train(data="moons", steps=2, hidden=4, batch_size=16, device="cpu", out=str(tmp_path / "r"), cond=True)
+    assert torch.allclose(flow.load(ck).log_pc.exp(), torch.tensor([0.75, 0.25]))  # p(y) of Bayes' rule
+
+
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

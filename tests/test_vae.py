@@ -100,8 +100,9 @@ def test_cvae_uses_the_label_in_both_networks(likelihood):
     z = torch.randn(5, len(x), 1, dtype=torch.float64)
     assert not torch.allclose(m.decode(z, y0), m.decode(z, y1))  # p(x|z, y)
     # the label of example b goes with every z of example b: decoding z [k, B] with y [B] = decoding each b alone
+    y = torch.arange(len(x)) % 3  # a different label for each example
     for b in range(len(x)):
-        assert torch.allclose(m.decode(z, y0 + b % 3)[:, b], m.decode(z[:, b:b + 1], (y0 + b % 3)[b:b + 1])[:, 0])
+        assert torch.allclose(m.decode(z, y)[:, b], m.decode(z[:, b:b + 1], y[b:b + 1])[:, 0])
     m = m.float()  # generate draws float32 noise
     x0 = vae.generate(m, 6, generator=torch.Generator().manual_seed(1), y=0)
     assert not torch.allclose(x0, vae.generate(m, 6, generator=torch.Generator().manual_seed(1), y=2))
@@ -342,6 +343,16 @@ def test_cvae_on_mnist5k_and_label_on_an_unconditional_model(tmp_path, capsys, m
     for args in [("sample", "--ckpt", ck, "--label", 10), ("sample", "--ckpt", moons_ckpt, "--label", 0),
                  ("classify", "--ckpt", moons_ckpt), ("train", "--data", "swissroll", "--cond")]:
         assert_one_line_error(Proc(*cli(capsys, *args)))
+
+
+def test_the_class_prior_is_the_training_frequencies(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_QUIET", "1")
+    moons = data.load("moons")
+    keep = torch.cat([(moons.y == 0).nonzero()[:300, 0], (moons.y == 1).nonzero()[:100, 0]])  # 3 : 1
+    unbalanced = data.Dataset(moons.x[keep], moons.y[keep], "points", "moons", 2)
+    monkeypatch.setattr(vae.datasets, "load", lambda name, split="train": unbalanced)
+    ck = vae.train(data="moons", steps=2, hidden=4, batch_size=16, device="cpu", out=str(tmp_path / "r"), cond=True)
+    assert torch.allclose(vae.load(ck).log_py.exp(), torch.tensor([0.75, 0.25]))  # p(y) of Bayes' rule
 
 
 def test_bad_input_fails_with_one_line(tmp_path, capsys):
