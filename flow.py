@@ -37,6 +37,13 @@ Commands (times measured on a 2-core CPU shared with other jobs; see README):
     python flow.py sample --ckpt runs/flow-mnist5k/ckpt.pt --temperature 0.7   # -> runs/flow-mnist5k/sample.png
     python flow.py nll --ckpt runs/flow-mnist5k/ckpt.pt      # exact: bits/dim (images) or nats (points)
     python flow.py train --device cuda --data mnist --hidden 256 --blocks 4 --steps 50000 --batch-size 128  # GPU
+    python flow.py train --cond --out runs/flow-mnist5k-cond   # conditional flow p(x|c) on the digits' labels
+    python flow.py sample --ckpt runs/flow-mnist5k-cond/ckpt.pt --label 7 --temperature 0.7
+    python flow.py classify --ckpt runs/flow-mnist5k-cond/ckpt.pt   # Bayes classifier: test accuracy
+
+Conditional flow (`--cond`): the couplings' (s, t) = NN(b*x, c) and the base N(mu_c, I), so that
+    log p(x|c) = log N(f(x; c); mu_c, I) + log|det df(x; c)/dx|   (exact, as above),
+and the flow is a classifier by Bayes' rule, p(c|x) = p(x|c) p(c) / sum_c' p(x|c') p(c') (`Flow.log_posterior`).
 """
 from __future__ import annotations
 

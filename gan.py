@@ -33,6 +33,11 @@ Commands:
     python gan.py train --data grid25 --steps 150000   # the same, longer: 25 modes, 95.3% hq (PacGAN4: 24.8, 93.6%)
     python gan.py train --data grid25 --no-g-bn --pack 1 --lr-d 5e-4 --r1 0 --ema-decay 0   # plain: 17.3 modes, 71% hq
     python gan.py train --loss wgan-gp --no-sn --data grid25    # WGAN-GP: n_critic 5, Adam (0, 0.9) by default
+    python gan.py train --cond --out runs/gan-mnist5k-cond       # cGAN: G(z, y), projection D (Miyato & Koyama 2018)
+    python gan.py sample --ckpt runs/gan-mnist5k-cond/ckpt.pt --label 7   # sevens; prints fid.classify's label accuracy
+
+Conditional GAN (`--cond`): G(z, y) takes a class embedding; D is a projection discriminator (Miyato & Koyama 2018,
+https://arxiv.org/abs/1802.05637, eq. 3) D(x, y) = psi(phi(x)) + y^T V phi(x) -> `projection`, packed as PacGAN packs.
 """
 from __future__ import annotations
 

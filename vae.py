@@ -52,6 +52,16 @@ Commands (times measured on a 2-core CPU shared with other jobs; see README):
     python vae.py nll --ckpt runs/vae-moons/ckpt.pt --k 1000    # IWAE-1000: nats (points) or bits/dim (logistic)
     python vae.py train --latent spatial --factor 4 --beta 1e-3 --likelihood logistic   # ldm.py's autoencoder
     python vae.py train --device cuda --hidden 128 --steps 30000 --data mnist --likelihood logistic   # GPU
+    python vae.py train --cond --out runs/vae-mnist5k-cond       # CVAE on the digits' labels (Sohn et al. 2015)
+    python vae.py sample --ckpt runs/vae-mnist5k-cond/ckpt.pt --label 7    # sevens
+    python vae.py classify --ckpt runs/vae-mnist5k-cond/ckpt.pt --k 50     # the CVAE as a Bayes classifier
+
+CVAE (`--cond`; Sohn, Lee & Yan 2015, "Learning Structured Output Representation using Deep Conditional
+Generative Models", NeurIPS, their variational bound with x and y in each other's roles): q(z|x, y), p(x|z, y),
+p(z) = N(0, I), so
+    log p(x|y) >= E_q(z|x,y)[log p(x|z, y)] - KL(q(z|x, y) || p(z))   and   L_k(x, y) <= log p(x|y) likewise;
+the label is a per-class bias on the first layer of each network (`with_label`). Generative classifier
+`VAE.log_posterior`: log p(y|x) = L_k(x, y) + log p(y) - log sum_y' exp(L_k(x, y') + log p(y')).
 """
 from __future__ import annotations
 
@@ -183,8 +193,8 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
                 y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample ELBO terms per example: (log p(x|z), KL(q(z|x) || p(z))), z = mu + sigma * eps (reparam.).
-        With labels y: (log p(x|z, y), KL(q(z|x, y) || p(z))), the CVAE's bound on log p(x|y) (Sohn et al. eq. 4;
-        their prior p(z|y) is N(0, I) here, as in their baseline CVAE)."""
+        With labels y: (log p(x|z, y), KL(q(z|x, y) || p(z))), the CVAE's bound on log p(x|y) (Sohn et al. 2015,
+        with the prior p(z|y) fixed to N(0, I) where they learn a prior network)."""
         mu, logvar = self.encode(x, y)
         eps = gaussian(mu.shape, generator, mu.device, mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # K&W eq. 10: z = g(eps, x), eps ~ N(0, I)
