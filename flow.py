@@ -12,8 +12,9 @@ f is a stack of layers with cheap log-determinants:
   from data to give zero mean and unit variance; log-det = H W sum log|s|;
 - invertible 1x1 convolution, LU-parametrized (Glow Sec. 3.2, eq. 10): W = P L (U + diag(sign(s) exp(log|s|))),
   log-det = H W sum log|s|. One Glow step = ActNorm -> 1x1 conv (when C > 1) -> coupling (Glow Fig. 2a).
-Points [B, d] run the same code as images of shape [d, 1, 1]: their couplings are MLPs (1x1 convolutions), alternating
-channel masks; coordinates are standardized by the training mean/std inside the model (log-det -sum log std).
+Points [B, d] run the same layers on [B, d] tensors: their couplings are MLPs (nn.Linear), alternating channel masks,
+the 1x1 convolution a d x d matrix; coordinates are standardized by the training mean/std inside the model (log-det
+-sum log std). `--no-actnorm` / `--no-lu` leave those layers out (on 2-D points plain RealNVP is the default: see README).
 
 Images: uniform dequantization and the logit transform (RealNVP Sec. 4.1). 8-bit pixels k in {0..255} (data.py's
 x = k / 127.5 - 1) become y = (k + u) / 256, u ~ U[0, 1)^D (`dequantize`); the flow models the density p(y) on [0, 1]^D:
@@ -64,19 +65,21 @@ LOG_2PI = math.log(2 * math.pi)
 class ActNorm(nn.Module):
     """y = (x + b) * exp(log_s) per channel (Glow Sec. 3.1); log-det = H W sum log_s."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, ndim: int = 4):  # ndim 4: images [B, C, H, W]; 2: points [B, d]
         super().__init__()
-        self.b = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.log_s = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        shape = (1, channels) + (1,) * (ndim - 2)
+        self.b = nn.Parameter(torch.zeros(shape))
+        self.log_s = nn.Parameter(torch.zeros(shape))
         self.pending_init = False  # set by Flow.initialize: the next forward sets b, log_s from its batch
 
     def forward(self, x, label=None):  # label: unused (only couplings and the base see the class)
         if self.pending_init:  # data-dependent init: b = -mean, s = 1 / std over (batch, H, W) -> y ~ zero mean, unit var
+            over = (0,) + tuple(range(2, x.dim()))  # batch and pixels
             with torch.no_grad():
-                self.b.copy_(-x.mean((0, 2, 3), keepdim=True))
-                self.log_s.copy_(-torch.log(x.std((0, 2, 3), keepdim=True, unbiased=False) + 1e-6))
+                self.b.copy_(-x.mean(over, keepdim=True))
+                self.log_s.copy_(-torch.log(x.std(over, keepdim=True, unbiased=False) + 1e-6))
             self.pending_init = False
-        log_det = x.shape[2] * x.shape[3] * self.log_s.sum()
+        log_det = x[0, 0].numel() * self.log_s.sum()  # H W (1 for points)
         return (x + self.b) * self.log_s.exp(), log_det.expand(len(x))
 
     def inverse(self, y, label=None):
@@ -102,29 +105,37 @@ class InvConv1x1(nn.Module):
         eye = torch.eye(len(self.P), device=self.P.device)
         return self.P @ (self.L * self.lower + eye) @ (self.U * self.lower.T + torch.diag(self.sign_s * self.log_s.exp()))
 
-    def forward(self, x, label=None):
-        log_det = x.shape[2] * x.shape[3] * self.log_s.sum()  # log|det W| = sum log|s| (L unit-diagonal, |det P| = 1)
-        return F.conv2d(x, self.weight()[:, :, None, None]), log_det.expand(len(x))
+    def forward(self, x, label=None):  # images [B, C, H, W]: a 1x1 convolution; points [B, d]: y = x W^T
+        log_det = x[0, 0].numel() * self.log_s.sum()  # log|det W| = H W sum log|s| (L unit-diagonal, |det P| = 1)
+        w = self.weight()
+        return (F.linear(x, w) if x.dim() == 2 else F.conv2d(x, w[:, :, None, None])), log_det.expand(len(x))
 
     def inverse(self, y, label=None):
         w = self.weight()
         w = (w.cpu() if w.device.type == "mps" else w).double()  # double: an exact-as-possible inverse (MPS has none)
-        return F.conv2d(y, torch.linalg.inv(w).to(y)[:, :, None, None])
+        w_inv = torch.linalg.inv(w).to(y)
+        return F.linear(y, w_inv) if y.dim() == 2 else F.conv2d(y, w_inv[:, :, None, None])
 
 
 class AffineCoupling(nn.Module):
     """RealNVP eq. 9 with mask b [1, C, H, W]: y = b*x + (1-b)*(x*exp(s) + t), (s, t) = NN(b*x); log-det = sum (1-b)*s.
     Conditional (num_classes > 0): (s, t) = NN(b*x, c), the class embedding e_c added to the first layer's output
     (for the 1x1 convolutions of points exactly a one-hot c concatenated to the input; for 3x3 ones, a constant
-    label channel up to the zero padding). The Jacobian stays triangular: c does not depend on x."""
+    label channel up to the zero padding). The Jacobian stays triangular: c does not depend on x.
+    kernel 0: points [B, d], mask [1, d], the network an MLP of nn.Linear layers (the same map as 1x1 convolutions on
+    [B, d, 1, 1], without the convolution's per-call cost)."""
 
     def __init__(self, mask: torch.Tensor, hidden: int, kernel: int, num_classes: int = 0):
         super().__init__()
         C = mask.shape[1]
         self.register_buffer("mask", mask)
-        self.net = nn.Sequential(nn.Conv2d(C, hidden, kernel, padding=kernel // 2), nn.ReLU(),
-                                 nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-                                 nn.Conv2d(hidden, 2 * C, kernel, padding=kernel // 2))
+        if kernel == 0:  # points: an MLP
+            self.net = nn.Sequential(nn.Linear(C, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, 2 * C))
+        else:
+            self.net = nn.Sequential(nn.Conv2d(C, hidden, kernel, padding=kernel // 2), nn.ReLU(),
+                                     nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+                                     nn.Conv2d(hidden, 2 * C, kernel, padding=kernel // 2))
         nn.init.zeros_(self.net[-1].weight)  # start as the identity (Glow Sec. 3.3)
         nn.init.zeros_(self.net[-1].bias)
         if num_classes:  # zero: the conditional flow starts as the unconditional one
@@ -134,15 +145,16 @@ class AffineCoupling(nn.Module):
     def _s_t(self, x_masked, label=None):
         if label is None:
             out = self.net(x_masked)
-        else:  # first layer + e_c [B, hidden, 1, 1], then the rest
-            out = self.net[1:](self.net[0](x_masked) + self.label_emb(label)[:, :, None, None])
-        raw, t = out.chunk(2, 1)  # [B, C, H, W] each
+        else:  # first layer + e_c ([B, hidden, 1, 1] on images, [B, hidden] on points), then the rest
+            e = self.label_emb(label)
+            out = self.net[1:](self.net[0](x_masked) + e.view(*e.shape, *[1] * (x_masked.dim() - 2)))
+        raw, t = out.chunk(2, 1)  # [B, C, H, W] (points [B, d]) each
         s = S_MAX * torch.tanh(raw / S_MAX)  # departure: bounded log-scale (see the docstring)
         return s * (1 - self.mask), t * (1 - self.mask)  # zero where b = 1: those entries pass unchanged
 
     def forward(self, x, label=None):
         s, t = self._s_t(self.mask * x, label)
-        return x * s.exp() + t, s.sum((1, 2, 3))  # = b*x + (1-b)*(x*e^s + t), since s = t = 0 where b = 1
+        return x * s.exp() + t, s.flatten(1).sum(1)  # = b*x + (1-b)*(x*e^s + t), since s = t = 0 where b = 1
 
     def inverse(self, y, label=None):
         s, t = self._s_t(self.mask * y, label)  # b*y = b*x: the conditioner sees the same input
@@ -170,12 +182,18 @@ def unsqueeze(x):  # [B, 4C, H, W] -> [B, C, 2H, 2W]
     return x.view(B, C4 // 4, 2, 2, H, W).permute(0, 1, 4, 2, 5, 3).reshape(B, C4 // 4, 2 * H, 2 * W)
 
 
+def point_mask(C: int, H: int, W: int, parity: int) -> torch.Tensor:  # points: the channel mask as [1, d]
+    return channel_mask(C, 1, 1, parity).flatten(1)
+
+
 def glow_steps(C: int, H: int, W: int, n: int, mask_fn, hidden: int, kernel: int,
-               num_classes: int = 0) -> nn.ModuleList:
-    """n steps of ActNorm -> InvConv1x1 (if C > 1) -> AffineCoupling, the mask parity alternating."""
+               num_classes: int = 0, actnorm: bool = True, lu: bool = True) -> nn.ModuleList:
+    """n steps of ActNorm -> InvConv1x1 (if C > 1) -> AffineCoupling, the mask parity alternating; kernel 0: points
+    [B, d]. actnorm / lu False leave out that layer (points: plain RealNVP, alternating masks)."""
+    ndim = 2 if kernel == 0 else 4
     steps = []
     for i in range(n):
-        layers = [ActNorm(C)] + ([InvConv1x1(C)] if C > 1 else []) + \
+        layers = ([ActNorm(C, ndim)] if actnorm else []) + ([InvConv1x1(C)] if C > 1 and lu else []) + \
                  [AffineCoupling(mask_fn(C, H, W, i % 2), hidden, kernel, num_classes)]
         steps.extend(layers)
     return nn.ModuleList(steps)
@@ -187,23 +205,24 @@ class Flow(nn.Module):
     steps, squeeze, `blocks` channel steps, factor out half; then `blocks` + 1 checkerboard steps (RealNVP Sec. 3.6).
     num_classes > 0: the conditional flow p(x|c): every coupling takes the class c, and the base is N(mu_c, I)."""
 
-    def __init__(self, shape=(2,), hidden: int = 64, blocks: int = 4, scales: int = 2, num_classes: int = 0):
+    def __init__(self, shape=(2,), hidden: int = 64, blocks: int = 4, scales: int = 2, num_classes: int = 0,
+                 actnorm: bool = True, lu: bool = True):
         super().__init__()
         self.shape, self.images = tuple(shape), len(shape) == 3
         self.levels = nn.ModuleList()
         K = num_classes
         if not self.images:
-            self.top = glow_steps(shape[0], 1, 1, 4 * blocks, channel_mask, hidden, 1, K)
+            self.top = glow_steps(shape[0], 1, 1, 4 * blocks, point_mask, hidden, 0, K, actnorm, lu)  # MLPs on [B, d]
             d = shape[0]
         else:
             C, H, W = shape
             for _ in range(scales):
-                lvl = nn.ModuleDict({"checker": glow_steps(C, H, W, blocks, checkerboard, hidden, 3, K)})
+                lvl = nn.ModuleDict({"checker": glow_steps(C, H, W, blocks, checkerboard, hidden, 3, K, actnorm, lu)})
                 C, H, W = 4 * C, H // 2, W // 2  # squeeze
-                lvl["channel"] = glow_steps(C, H, W, blocks, channel_mask, hidden, 3, K)
+                lvl["channel"] = glow_steps(C, H, W, blocks, channel_mask, hidden, 3, K, actnorm, lu)
                 self.levels.append(lvl)
                 C = C - C // 2  # half of the channels factored out
-            self.top = glow_steps(C, H, W, blocks + 1, checkerboard, hidden, 3, K)
+            self.top = glow_steps(C, H, W, blocks + 1, checkerboard, hidden, 3, K, actnorm, lu)
             self.top_shape = (C, H, W)
             d = 1
         self.register_buffer("shift", torch.zeros(d))  # points: training mean and std, set by `train`
@@ -223,7 +242,7 @@ class Flow(nn.Module):
             h = torch.log(y1) - torch.log1p(-y1)
             log_det = (math.log(1 - 2 * ALPHA) - torch.log(y1) - torch.log1p(-y1)).sum((1, 2, 3))
         else:  # standardize: u = (x - shift) / scale
-            h = ((x - self.shift) / self.scale)[:, :, None, None]  # [B, d, 1, 1]
+            h = (x - self.shift) / self.scale  # [B, d]
             log_det = -self.scale.log().sum().expand(len(x))
         zs = []
         for lvl in self.levels:
@@ -247,7 +266,7 @@ class Flow(nn.Module):
         z = z if label is None else z + self.base_mean(label)
         B, i = len(z), z.shape[1]
         if not self.images:
-            h = z[:, :, None, None]
+            h = z
         else:
             n_top = math.prod(self.top_shape)
             h, i = z[:, i - n_top:].reshape(B, *self.top_shape), i - n_top
@@ -379,7 +398,9 @@ def load(path: str | Path, device: str = "cpu") -> Flow:
     """Rebuild the flow from ckpt["config"] and load its EMA weights; eval mode."""
     ckpt = training.load_checkpoint(path, "flow")
     model = Flow(**ckpt["config"]["model"])
-    model.load_state_dict(training.ema_state(ckpt))
+    ref = model.state_dict()  # a point flow saved before its layers ran on [B, d] kept [.., 1, 1] shapes: reshaped
+    model.load_state_dict({k: v.reshape(ref[k].shape) if k in ref and v.numel() == ref[k].numel() else v
+                           for k, v in training.ema_state(ckpt).items()})
     return model.to(device).eval()
 
 
@@ -389,6 +410,8 @@ def train(
     hidden: Annotated[int, Opt(min=1, help="channels (width) of each coupling network")] = 32,
     blocks: Annotated[int, Opt(min=1, help="Glow steps per stage (points: 4 * blocks steps in all)")] = 2,
     scales: Annotated[int, Opt(min=1, help="images: number of squeeze + factor-out scales")] = 2,
+    actnorm: Annotated[bool, Opt("--actnorm/--no-actnorm", help="ActNorm layers (Glow); points default: off")] = True,
+    lu: Annotated[bool, Opt("--lu/--no-lu", help="LU-parametrized 1x1 convolutions (Glow); points default: off")] = True,
     steps: Annotated[int, Opt(help="optimizer steps")] = 1500,
     batch_size: Annotated[int, Opt(help="examples per step")] = 64,
     lr: Annotated[float, Opt(help="AdamW learning rate")] = 1e-3,
@@ -414,7 +437,7 @@ def train(
         training.check(H % 2 ** scales == 0 and W % 2 ** scales == 0,
                        f"--scales {scales}: image size {H}x{W} must be divisible by {2 ** scales}")
     training.check(not cond or (ds.y is not None and ds.num_classes > 1), f"--cond needs a labelled dataset; {data} has none")
-    config["model"] = dict(shape=list(ds.shape), hidden=hidden, blocks=blocks, scales=scales)
+    config["model"] = dict(shape=list(ds.shape), hidden=hidden, blocks=blocks, scales=scales, actnorm=actnorm, lu=lu)
     if cond:  # the label count travels in the checkpoint's model config (absent: 0, an unconditional flow)
         config["model"]["num_classes"] = ds.num_classes
     torch.manual_seed(seed)  # the 1x1 convolutions' random init
@@ -440,9 +463,9 @@ def train(
         log_p = (-0.5 * z ** 2 - 0.5 * LOG_2PI).sum(1) + log_det
         if model.images:
             bpd = bits_per_dim(log_p, math.prod(model.shape)).mean()
-            tr.step(bpd, bpd=float(bpd.detach()))
+            tr.step(bpd)  # the loss is the bits/dim (logged as "loss"; no host sync per step)
         else:
-            tr.step(-log_p.mean(), nll_nats=float(-log_p.detach().mean()))
+            tr.step(-log_p.mean())  # the loss is the NLL in nats
     sorted_labels = (lambda n: torch.arange(n) * ds.num_classes // n) if cond else (lambda n: None)  # class by class
     return tr.finish(lambda n: generate(tr.sampling_model(), n, y=sorted_labels(n)), reference=ds.x[:2000])
 
@@ -547,6 +570,11 @@ BENCH = {
     "quick_likelihood": {"points": {"n": 200, "seed": 0}, "images": {"n": 200, "seed": 0}},
     "network": "inverse",  # one pass of f^-1 per sample
     "batch": 10_000,  # one generate call: it draws all noise first and inverts 1000 at a time
+    # the conditional suite: the conditional flow (train --cond) and its Bayes classifier (the classify command)
+    "conditional_options": {"cond": True},
+    "conditional": [{"sampler": "f^-1(z)"}, {"sampler": "f^-1(0.7 z)", "temperature": 0.7}],
+    "classifier": {"n": 1000},
+    "quick_classifier": {"n": 20},
 }
 
 

@@ -21,6 +21,7 @@ Typical use (see ddpm.py):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -252,7 +253,8 @@ class Trainer:
         self.raw = {k: m.to(self.dev) for k, m in models.items()}
         self.opts = {k: torch.optim.AdamW(m.parameters(), lr=lr[k] if isinstance(lr, dict) else lr,
                                           betas=betas[k] if isinstance(betas, dict) else betas,
-                                          weight_decay=weight_decay) for k, m in self.raw.items()
+                                          weight_decay=weight_decay, foreach=True)  # foreach: also on CPU
+                     for k, m in self.raw.items()
                      if any(p.requires_grad for p in m.parameters())}
         for opt in self.opts.values():
             for group in opt.param_groups:
@@ -261,9 +263,8 @@ class Trainer:
         if ema is not None:
             decay = ema_decay
 
-            def ema_avg(avg: list, cur: list, n) -> None:  # EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n))
-                # all tensors of one dtype at once (foreach); n is read from the host-side count, not the tensor
-                # AveragedModel passes, so no step waits for the device
+            def ema_avg(avg: list, cur: list) -> None:  # EMA with warm-up: decay_n = min(decay, (1 + n) / (10 + n))
+                # all tensors of one dtype at once (foreach); n is the host-side count, so no step waits for the device
                 k = self.ema_n
                 d = min(decay, (1 + k) / (10 + k))
                 if avg[0].is_floating_point():
@@ -272,7 +273,8 @@ class Trainer:
                     torch._foreach_copy_(avg, cur)
 
             self.ema_n = 0  # updates so far, = self.ema.n_averaged, kept on the host
-            self.ema = AveragedModel(self.raw[ema], multi_avg_fn=ema_avg, use_buffers=True)
+            self.ema = AveragedModel(self.raw[ema], use_buffers=True)  # the container (weights, n_averaged)
+            self._ema_avg, self._ema_groups = ema_avg, None
         self.ema_name = ema
         self.models = {}
         for k, m in self.raw.items():
@@ -360,6 +362,7 @@ class Trainer:
                             transient=False)
         task = progress.add_task("train", total=self.steps, completed=self.start, info="")
         self.t0 = time.time()
+        shown = time.monotonic()  # the bar is redrawn a few times a second, not at every step (toy steps take ~1 ms)
         # Ctrl-C usually lands in the caller's loop body (forward/backward), not in this generator: the handler only
         # raises a flag, and the loop stops at the next step boundary with a checkpoint. A second Ctrl-C aborts.
         interrupted = []
@@ -380,7 +383,7 @@ class Trainer:
                     yield s, (self.x[idx], None if self.y is None else self.y[idx])
                     self.step_num = s + 1
                     if self.ema is not None:
-                        self.ema.update_parameters(self.raw[self.ema_name])
+                        self._ema_update()
                         self.ema_n += 1
                     if s % self.log_every == 0 or s + 1 == self.steps:  # the only host-device syncs of a step
                         self._check_losses()
@@ -391,7 +394,9 @@ class Trainer:
                             log.write(json.dumps(rec) + "\n")
                             log.flush()
                         progress.update(task, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
-                    progress.update(task, advance=1)
+                    if time.monotonic() - shown > 0.25 or s + 1 == self.steps or interrupted:
+                        progress.update(task, completed=s + 1)
+                        shown = time.monotonic()
                     if interrupted:
                         break
                     if (s + 1) % self.ckpt_every == 0 and s + 1 < self.steps:
@@ -409,6 +414,26 @@ class Trainer:
             sys.exit(130)
         self.seconds = time.time() - self.t0
 
+    def _ema_update(self) -> None:
+        """AveragedModel.update_parameters(model, use_buffers=True) without its per-step costs: the (EMA, model)
+        tensor lists are gathered once, grouped by dtype, and nothing reads a device value (its n_averaged == 0
+        test is the host count here). The first update copies the weights, later ones call ema_avg."""
+        if self._ema_groups is None:
+            groups: dict[torch.dtype, tuple[list, list]] = {}
+            ema, model = self.ema.module, self.raw[self.ema_name]
+            for a, c in zip(itertools.chain(ema.parameters(), ema.buffers()),
+                            itertools.chain(model.parameters(), model.buffers()), strict=True):
+                pair = groups.setdefault(a.dtype, ([], []))
+                pair[0].append(a.detach())
+                pair[1].append(c.detach())
+            self._ema_groups = list(groups.values())
+        for avg, cur in self._ema_groups:
+            if self.ema_n == 0:
+                torch._foreach_copy_(avg, cur)
+            else:
+                self._ema_avg(avg, cur)
+        self.ema.n_averaged += 1  # kept for the checkpoint; a device-side add, no sync
+
     def lr_at(self, step: int) -> float:
         """Linear warm-up over `warmup` steps, then constant (a constant tail keeps resume-to-more-steps exact)."""
         return min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
@@ -424,7 +449,7 @@ class Trainer:
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         if self.grad_clip:
-            gn = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            gn = torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
         else:
             gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])) if params else torch.zeros(())
         scale = self.lr_at(self.step_num)
