@@ -17,6 +17,11 @@ Suites (`--suite`):
               dpm++2m at 10/15/20: quality against NFE (fid_vs_nfe.png) and the Method/Steps/Speed/Quality-drop table;
               the flow-matching model of fm.py (its mnist suite checkpoint) with Euler at 1..32 and Heun at 1..16 steps.
     guidance  the classifier-free guidance sweep of cfg.py (guidance scale against FID / precision / recall).
+    conditional  the lesson's "Conditional gen." row: every family whose BENCH has "conditional" settings, trained
+              with its "conditional_options" (--cond, --labels), asked for every label equally often: accuracy of the
+              requested label (fid.py's classifier; toys: the 10 nearest training points), per class, FID overall and
+              per class (stratified FID: the samples of class c against the test examples of class c), and for the
+              families with a generative classifier (BENCH "classifier": the file's `classify` command) its accuracy.
 
 Budgets. `--budget S` seconds of training loop per model (default per suite). The step count that fits is chosen by
 measurement: a short probe run gives the seconds per step (from the run's metrics.jsonl), then steps = S / that; the
@@ -68,9 +73,9 @@ import training
 
 ROOT = Path(__file__).resolve().parent
 TOYS = ("grid25", "ring8")
-SUITES = ("toy", "mnist", "samplers", "guidance")
-BUDGET = {"toy": 12.0, "mnist": 60.0, "samplers": 60.0, "guidance": 60.0}  # seconds of training per model
-QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0, "samplers": 3.0, "guidance": 3.0}
+SUITES = ("toy", "mnist", "samplers", "guidance", "conditional")
+BUDGET = {"toy": 12.0, "mnist": 60.0, "samplers": 60.0, "guidance": 60.0, "conditional": 60.0}  # s of training per model
+QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0, "samplers": 3.0, "guidance": 3.0, "conditional": 3.0}
 
 
 # ----------------------------------------------------------------------------------------------------- NFE counting
@@ -319,7 +324,8 @@ class Reference:
     def __init__(self, name: str, n: int):
         ds = datasets.load(name, "test")
         self.name, self.kind = name, ds.kind
-        self.x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
+        self.x, self.y = ds.x[perm], (ds.y[perm] if ds.y is not None else None)
         self.feats = fid.features(self.x, "points" if self.kind == "points" else "mnist")
         self.modes = datasets.MODES.get(name)
         self.extractor = "raw coordinates" if self.kind == "points" else "fid.py MNIST features (128-d)"
@@ -357,15 +363,39 @@ def timed_sample(fam: Family, model, n: int, setting: dict, seed: int, y=None) -
     return x.detach().float().cpu(), box["rows"] / n, ms
 
 
-def label_accuracy(x: torch.Tensor, y: torch.Tensor, data: str) -> float:
-    """How often a sample is of the class it was asked for: fid.py's MNIST classifier on images, the majority label of
-    the 10 nearest training points on 2-D points."""
+def predicted_labels(x: torch.Tensor, data: str) -> torch.Tensor:
+    """The class a sample looks like: fid.py's MNIST classifier on images, the majority label of the 10 nearest
+    training points on 2-D points."""
     x = x.float().cpu()
     if x.dim() > 2:
-        return float((fid.classify(x.clamp(-1, 1)).argmax(1) == y).float().mean())
+        return fid.classify(x.clamp(-1, 1)).argmax(1)
     train = datasets.load(data, "train")
     nearest = torch.cdist(x, train.x).topk(10, largest=False).indices  # [n, 10]
-    return float((train.y[nearest].mode(1).values == y).float().mean())
+    return train.y[nearest].mode(1).values
+
+
+def label_accuracy(x: torch.Tensor, y: torch.Tensor, data: str) -> float:
+    """How often a sample is of the class it was asked for (predicted_labels)."""
+    return float((predicted_labels(x, data) == y).float().mean())
+
+
+def per_class(x: torch.Tensor, y: torch.Tensor, ref: "Reference", data: str) -> dict:
+    """The conditional suite's per-class view: label accuracy per requested class, and the stratified FID, the Frechet
+    distance between the samples asked for class c and the reference examples of class c (on the features of
+    score_samples), per class, their mean and the worst class."""
+    x = x.float().cpu()
+    x = x.clamp(-1, 1) if ref.kind == "images" else x
+    hit = (predicted_labels(x, data) == y).float()
+    classes = sorted(int(c) for c in y.unique())
+    out = {"accuracy_per_class": [round(float(hit[y == c].mean()), 4) for c in classes]}
+    if ref.y is not None:
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = fid.features(x, "points" if ref.kind == "points" else "mnist")
+            fids = [fid.fid(ref.feats[(ref.y == c).numpy()], f[(y == c).numpy()]) for c in classes]
+        out.update(fid_per_class=[round(v, 3) for v in fids], fid_class_mean=float(np.mean(fids)),
+                   fid_class_worst=float(np.max(fids)), fid_class_worst_label=classes[int(np.argmax(fids))])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- suites
@@ -456,7 +486,7 @@ def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) ->
 # The suites of one trained model and many settings: "samplers" (the families whose BENCH lists "samplers": quality
 # against network calls) and "guidance" (those whose BENCH lists "guidance": the guidance scale against quality and
 # diversity, with labels asked for evenly and the label accuracy measured).
-SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance"}
+SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance", "conditional": "conditional"}
 
 
 def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> list[dict]:
@@ -465,6 +495,7 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
     key = SETTING_SUITES[cfg["suite"]]
     cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
         "toy" if data in TOYS else "mnist"])
+    conditional = key == "conditional"
     rows = []
     for name in families:
         fam, why = import_family(name)
@@ -474,15 +505,23 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
         try:
             ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
             kind = ref.kind
-            n = cfg["samples"] or (32 if cfg["quick"] else 2500 if kind == "points" else
-                                   100 if key == "samplers" else 200)
+            n = cfg["samples"] or ((40 if conditional else 32) if cfg["quick"] else 2500 if kind == "points" else
+                                   100 if key == "samplers" else 1000 if conditional else 200)
             opts = fam.options(kind, cfg["quick"])
+            if conditional:  # the family's switch to its conditional model (--cond, --labels)
+                opts.update(fam.spec.get("conditional_options") or {})
             plan = runs.steps_for(fam, data, opts, cfg["budget"])
             ckpt, info = runs.checkpoint(fam, data, opts, plan["steps"], 0)
             log(f"{cfg['suite']}: {name} {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
             model = fam.mod.load(str(ckpt))
             C = int(getattr(model, "num_classes", 0) or 0)
-            y = torch.arange(n) % C if key == "guidance" and C else None  # every class asked for equally often
+            if conditional and not C:
+                raise ValueError(f"{name}.py's conditional_options trained a model without labels")
+            y = torch.arange(n) % C if key in ("guidance", "conditional") and C else None  # every class equally often
+            classifier = fam.spec.get("quick_classifier" if cfg["quick"] else "classifier") if conditional else None
+            gen_acc = None
+            if classifier is not None:  # the generative classifier: the file's classify command, Bayes' rule
+                gen_acc = _quiet(fam.mod.classify, ckpt=str(ckpt), device="cpu", seed=0, **classifier)["accuracy"]
             for s in fam.settings(kind, cfg["quick"], key):
                 x, nfe, ms = timed_sample(fam, model, n, s, 0, y)
                 r = dict(base, sampler=s["sampler"], nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
@@ -491,6 +530,8 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
                          **{("sampler_steps" if k == "steps" else k): v for k, v in s.items() if k != "sampler"})
                 if y is not None:
                     r["accuracy"] = label_accuracy(x, y, data)
+                if conditional:
+                    r.update(per_class(x, y, ref, data), classifier_accuracy=gen_acc)
                 log(f"  {s['sampler']}: NFE {nfe:g}, {ms:.2f} ms/sample, FID {r.get('fid', float('nan')):.3f}")
                 rows.append(r)
         except Exception as e:  # noqa: BLE001 (a model file changed under it, a diverged run: one row, no crash)
@@ -742,6 +783,17 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                                         _fmt(r.get("precision"), ".3f"), _fmt(r.get("recall"), ".3f"),
                                         _fmt(r.get("accuracy"), ".3f"), _fmt(r.get("is"), ".2f"), _fmt(r.get("nfe"), ".0f"),
                                         r["status"]] for r in d_rows]))
+            elif suite == "conditional":
+                parts.append(md_table(["model", "setting", "label accuracy", "FID" if images else "Frechet dist.",
+                                       "per-class FID: mean / worst (class)", "generative classifier", "precision",
+                                       "recall", "NFE", "steps", "status"],
+                                      [[r["model"], r["sampler"], _fmt(r.get("accuracy"), ".3f"),
+                                        _fmt(r.get("fid"), ".3f"),
+                                        f"{_fmt(r.get('fid_class_mean'), '.2f')} / {_fmt(r.get('fid_class_worst'), '.2f')}"
+                                        f" ({r.get('fid_class_worst_label', '-')})",
+                                        _fmt(r.get("classifier_accuracy"), ".3f"), _fmt(r.get("precision"), ".3f"),
+                                        _fmt(r.get("recall"), ".3f"), _fmt(r.get("nfe"), ".0f"),
+                                        _fmt(r.get("steps"), ".0f"), r["status"]] for r in d_rows]))
             else:
                 parts.append(md_table(_header(images), [_cols(r, images) for r in d_rows]))
     table, notes = tradeoff(rows)
@@ -922,7 +974,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
 
 @app.command()
 def main(
-    suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | all")] = "toy",
+    suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | conditional | all")] = "toy",
     quick: Annotated[bool, typer.Option(help="tiny budgets, 1 seed, few samples (< 3 min on 2 CPU cores)")] = False,
     budget: Annotated[float, typer.Option(help="seconds of training loop per model (0 = the suite's default: "
                                                "toy 12, mnist 60; quick 1 / 3)")] = 0.0,
@@ -937,7 +989,8 @@ def main(
     samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 200 on mnist5k, 100 for mnist5k "
                                                 "samplers)")]
     = 0,
-    samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers and guidance suites, comma-separated")]
+    samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers, guidance and conditional suites, "
+                                                    "comma-separated")]
     = "grid25,mnist5k",
     data: Annotated[str, typer.Option(help="data set(s) of the toy / mnist suite (default grid25,ring8 / mnist5k)")] = "",
 ) -> None:

@@ -450,6 +450,9 @@ BENCH = {
         {"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
         {"sampler": "dpm++2m-20 s=3", "guidance": 3.0, "method": "dpm++2m", "steps": 20},
     ],
+    # the conditional suite: the conditional model alone (s = 1) and guided near the sweep's best FID (s = 1.5)
+    "conditional": [{"sampler": "dpm++2m-20 s=1", "guidance": 1.0, "method": "dpm++2m", "steps": 20},
+                    {"sampler": "dpm++2m-20 s=1.5", "guidance": 1.5, "method": "dpm++2m", "steps": 20}],
 }
 
 

@@ -644,6 +644,10 @@ BENCH = {
     # the samplers suite: quality against network calls on one checkpoint
     "samplers": [{"sampler": f"euler-{k}", "method": "euler", "steps": k} for k in (1, 2, 4, 8, 16, 32)]
     + [{"sampler": f"{m}-{k}", "method": m, "steps": k} for m in ("midpoint", "heun") for k in (1, 2, 4, 8, 16)],
+    # the conditional suite: train --labels, the conditional velocity (s = 1) and guided (s = 1.5, the README's best)
+    "conditional_options": {"labels": True},
+    "conditional": [{"sampler": "midpoint-10 s=1", "method": "midpoint", "steps": 10, "guidance": 1.0},
+                    {"sampler": "midpoint-10 s=1.5", "method": "midpoint", "steps": 10, "guidance": 1.5}],
 }
 
 

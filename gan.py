@@ -476,6 +476,9 @@ BENCH = {
     "quick_likelihood": None,
     "network": "",  # the generator itself: one call per sample
     "batch": 1000,
+    # the conditional suite: the cGAN (train --cond: G(z, y), projection discriminator)
+    "conditional_options": {"cond": True},
+    "conditional": [{"sampler": "G(z)"}],
 }
 
 

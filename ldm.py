@@ -401,6 +401,10 @@ BENCH = {
     "quick_likelihood": {"images": {"n": 100, "n_t": 20, "seed": 0}},
     "network": "denoiser",  # eps_theta: one call per sampler step (plus one decoder call per sample)
     "batch": 1000,
+    # the conditional suite: train --labels (the latent DDPM with cfg.py's guidance), s = 1 and s = 2 (README's best)
+    "conditional_options": {"labels": True},
+    "conditional": [{"sampler": "dpm++2m-20 s=1", "method": "dpm++2m", "steps": 20, "guidance": 1.0},
+                    {"sampler": "dpm++2m-20 s=2", "method": "dpm++2m", "steps": 20, "guidance": 2.0}],
 }
 
 

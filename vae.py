@@ -631,8 +631,13 @@ BENCH = {
     "quick_settings": {"points": [{"sampler": "decoder"}], "images": [{"sampler": "decoder"}]},
     "likelihood": {"points": {"n": 1000, "k": 1000, "seed": 0}, "images": {"n": 200, "k": 100, "seed": 0}},
     "quick_likelihood": {"points": {"n": 200, "k": 50, "seed": 0}, "images": {"n": 200, "k": 50, "seed": 0}},
-    "network": "decoder",  # one decoder call per sample
+    "network": "decode",  # one decoder call per sample (the method: a CVAE runs its layers with the label between)
     "batch": 10_000,  # one generate call: it draws all noise first and decodes 1000 at a time
+    # the conditional suite: the CVAE (train --cond), and its generative classifier (the classify command)
+    "conditional_options": {"cond": True},
+    "conditional": [{"sampler": "decoder"}],
+    "classifier": {"n": 1000, "k": 50},
+    "quick_classifier": {"n": 20, "k": 2},
 }
 
 

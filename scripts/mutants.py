@@ -341,6 +341,13 @@ add("cond-gan-g-step-without-y", "gan.py", "device=tr.dev), y), y), loss)", "dev
     f"{TG}::test_cgan_learns_the_label_with_packing_and_r1")
 
 
+# bench.py: the conditional suite's per-class view
+PER_CLASS = "tests/test_bench.py::test_per_class_accuracy_and_stratified_fid_by_hand"
+add("bench-per-class-fid-all-reference", "bench.py", "fid.fid(ref.feats[(ref.y == c).numpy()], f[(y == c).numpy()])", "fid.fid(ref.feats, f[(y == c).numpy()])", PER_CLASS)
+add("bench-per-class-accuracy-overall", "bench.py", "round(float(hit[y == c].mean()), 4)", "round(float(hit.mean()), 4)", PER_CLASS)
+add("bench-per-class-worst-is-best", "bench.py", "classes[int(np.argmax(fids))]", "classes[int(np.argmin(fids))]", PER_CLASS)
+
+
 # ----------------------------------------------------------------------------------------------------- runner
 def scratch_copy(rev: str | None = None) -> Path:
     """The tracked and untracked (not ignored) files of the repository, copied to a temporary folder; or, with

@@ -147,3 +147,48 @@ def test_step_plan_is_remeasured_when_the_model_file_changes(tmp_path, monkeypat
     sys.modules.pop("genmodels_timed")
     fam = bench.Family("genmodels_timed", importlib.import_module("genmodels_timed"))
     assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 20
+
+
+def test_conditional_suite_quick(tmp_path):
+    """`--suite conditional`: every family with "conditional" settings trains its conditional model and reports the
+    requested-label accuracy, per class, the stratified FID and (vae, flow) the generative classifier's accuracy."""
+    rows = bench.run("conditional", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"),
+                     samplers_data="ring8", threads=1, verbose=False)
+    import importlib
+
+    want = {m for m in bench.MODELS if importlib.import_module(m).BENCH.get("conditional")}
+    assert want >= {"vae", "gan", "flow", "cfg", "fm", "ldm"} and {r["model"] for r in rows} == want
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert 0 <= r["accuracy"] <= 1 and len(r["accuracy_per_class"]) == 8 and len(r["fid_per_class"]) == 8, r
+        assert r["fid_class_mean"] <= r["fid_class_worst"] + 1e-9, r
+        assert abs(r["fid_class_worst"] - max(r["fid_per_class"])) < 1e-3, r  # (the list is rounded)
+        assert (r["classifier_accuracy"] is not None) == (r["model"] in ("vae", "flow")), r
+    nfe = {(r["model"], r["sampler"]): r["nfe"] for r in rows}
+    assert nfe[("cfg", "dpm++2m-20 s=1")] == 40 and nfe[("fm", "midpoint-10 s=1")] == 20  # fm: no second pass at s = 1
+    assert nfe[("fm", "midpoint-10 s=1.5")] == 40 and nfe[("vae", "decoder")] == 1 and nfe[("gan", "G(z)")] == 1
+    assert "## conditional: ring8" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_per_class_accuracy_and_stratified_fid_by_hand():
+    """bench.per_class on real ring8 test points: with their own labels every class is recognized; with the labels
+    rotated none is; the per-class Frechet distance is fid.fid of class c's samples against class c's reference."""
+    import fid
+    import torch
+
+    ref = bench.Reference("ring8", 400)
+    test = datasets.load("ring8", "test")
+    x, y = test.x[:800], test.y[:800]
+    right = bench.per_class(x, y, ref, "ring8")
+    assert right["accuracy_per_class"] == [1.0] * 8
+    assert bench.per_class(x, (y + 1) % 8, ref, "ring8")["accuracy_per_class"] == [0.0] * 8
+    wrong = bench.per_class(x, torch.where(y == 0, 1, y), ref, "ring8")  # class 0's points asked for as class 1
+    n0, n1 = int((y == 0).sum()), int((y == 1).sum())
+    assert wrong["accuracy_per_class"][1:] == [1.0] * 6 and abs(wrong["accuracy_per_class"][0] - n1 / (n0 + n1)) < 1e-4
+    c = 3
+    by_hand = fid.fid(ref.feats[(ref.y == c).numpy()], fid.features(x[y == c], "points"))
+    assert math.isclose(right["fid_per_class"][c], by_hand, rel_tol=1e-3, abs_tol=1e-3)
+    shifted = bench.per_class(x + torch.tensor([0.5, 0.0]) * (y == c)[:, None], y, ref, "ring8")  # move class 3 only
+    assert shifted["fid_class_worst_label"] == c and shifted["fid_per_class"][c] > 0.2
+    assert all(abs(a - b) < 1e-9 for k, (a, b) in enumerate(zip(shifted["fid_per_class"], right["fid_per_class"]))
+               if k != c)

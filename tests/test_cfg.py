@@ -175,7 +175,7 @@ def test_bench_schema():
 
     B = cfg.BENCH
     assert set(B) == {"claim", "kinds", "options", "quick", "settings", "quick_settings", "likelihood",
-                      "quick_likelihood", "network", "batch", "guidance", "quick_guidance"}
+                      "quick_likelihood", "network", "batch", "guidance", "quick_guidance", "conditional"}
     assert B["claim"] == "guidance trades diversity for quality" and set(B["kinds"]) == {"points", "images"}
     assert isinstance(B["batch"], int) and B["batch"] > 0
     assert B["likelihood"] is None and B["quick_likelihood"] is None and not hasattr(cfg, "likelihood")

@@ -104,7 +104,12 @@ def check_surface(mod, ckpt) -> None:
     for kind in B["kinds"]:
         for opts in (B["options"][kind], B["quick"][kind]):
             inspect.signature(mod.train).bind(**opts)
-        for key in ("settings", "quick_settings", "samplers", "guidance", "quick_guidance"):
+        if B.get("conditional"):  # bench's conditional suite: its train switch binds, its settings bind to generate
+            inspect.signature(mod.train).bind(**B["options"][kind], **B.get("conditional_options", {}))
+        for spec in (B.get("classifier"), B.get("quick_classifier")):
+            if spec is not None:  # the generative classifier: the file's classify command
+                inspect.signature(mod.classify).bind(ckpt="c.pt", device="cpu", seed=0, **spec)
+        for key in ("settings", "quick_settings", "samplers", "guidance", "quick_guidance", "conditional"):
             chosen = B.get(key) or []
             for s in (chosen.get(kind, []) if isinstance(chosen, dict) else chosen):
                 kw = {k: v for k, v in s.items() if k != "sampler"}  # "sampler" is the row's label
