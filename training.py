@@ -362,7 +362,7 @@ class Trainer:
                             transient=False)
         task = progress.add_task("train", total=self.steps, completed=self.start, info="")
         self.t0 = time.time()
-        shown = time.monotonic()  # the bar is redrawn a few times a second, not at every step (toy steps take ~1 ms)
+        shown, info = time.monotonic(), ""  # the bar is redrawn 4 times a second, not at every step (a toy step: ~1 ms)
         # Ctrl-C usually lands in the caller's loop body (forward/backward), not in this generator: the handler only
         # raises a flag, and the loop stops at the next step boundary with a checkpoint. A second Ctrl-C aborts.
         interrupted = []
@@ -393,9 +393,9 @@ class Trainer:
                                    "sec": round(time.time() - self.t0, 3)}
                             log.write(json.dumps(rec) + "\n")
                             log.flush()
-                        progress.update(task, info=" ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3]))
+                        info = " ".join(f"{k} {v:.4g}" for k, v in list(m.items())[:3])
                     if time.monotonic() - shown > 0.25 or s + 1 == self.steps or interrupted:
-                        progress.update(task, completed=s + 1)
+                        progress.update(task, completed=s + 1, info=info)
                         shown = time.monotonic()
                     if interrupted:
                         break

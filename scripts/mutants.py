@@ -47,6 +47,28 @@ add("training-ema-no-warmup", "training.py", "d = min(decay, (1 + k) / (10 + k))
 add("training-ema-lerp-weight", "training.py", "torch._foreach_lerp_(avg, cur, 1 - d)", "torch._foreach_lerp_(avg, cur, d)", EMA_T)
 add("training-ema-count-stuck", "training.py", "                        self.ema_n += 1\n", "", EMA_T)
 add("training-ema-count-not-resumed", "training.py", '            self.ema_n = int(ck["ema_n"])\n', "", EMA_T)
+# issue 20: the EMA's first update copies (its own foreach update now), the progress bar every 0.25 s, not per step
+add("training-ema-first-not-copied", "training.py", "            if self.ema_n == 0:\n                torch._foreach_copy_(avg, cur)\n            else:\n                self._ema_avg(avg, cur)\n",
+    "            self._ema_avg(avg, cur)\n", "tests/test_data_training.py::test_the_first_ema_update_copies_the_weights_and_counts_on_the_host")
+add("training-progress-every-step", "training.py", "if time.monotonic() - shown > 0.25 or s + 1 == self.steps or interrupted:",
+    "if True:", "tests/test_data_training.py::test_progress_bar_is_redrawn_a_few_times_a_second_not_every_step")
+
+# flow.py's point path on [B, d] (issue 20): the LU matrix as a linear map, ActNorm over the batch, the per-kind defaults
+T_PT = "tests/test_flow.py::test_point_layers_are_the_1x1_convolution_layers_on_b_d_1_1"
+add("flow-point-mix-transposed", "flow.py", "return (F.linear(x, w) if x.dim() == 2", "return (F.linear(x, w.T) if x.dim() == 2", T_PT)
+add("flow-point-mix-inverse-transposed", "flow.py", "return F.linear(y, w_inv) if y.dim() == 2", "return F.linear(y, w_inv.T) if y.dim() == 2", T_PT)
+add("flow-actnorm-stats-over-features", "flow.py", "over = (0,) + tuple(range(2, x.dim()))  # batch and pixels", "over = tuple(range(x.dim()))", T_PT)
+add("flow-actnorm-logdet-pixels", "flow.py", "log_det = x[0, 0].numel() * self.log_s.sum()  # H W (1 for points)",
+    "log_det = self.log_s.sum()  # H W (1 for points)", "tests/test_flow.py::test_log_det_equals_log_abs_det_of_autograd_jacobian")
+add("flow-point-label-emb-dropped", "flow.py", "out = self.net[1:](self.net[0](x_masked) + e.view(*e.shape, *[1] * (x_masked.dim() - 2)))",
+    "out = self.net[1:](self.net[0](x_masked) + (e.view(*e.shape, 1, 1) if x_masked.dim() == 4 else 0))",
+    "tests/test_flow.py::test_conditional_flow_uses_the_label_in_every_coupling_and_the_base")
+add("flow-defaults-override-options", "flow.py", "config[k] = v if config[k] is None else config[k]", "config[k] = v",
+    "tests/test_flow.py::test_point_and_image_defaults_and_explicit_options_win")
+add("flow-point-layers-ignore-switches", "flow.py", "layers = ([ActNorm(C, ndim)] if actnorm else []) + ([InvConv1x1(C)] if C > 1 and lu else [])",
+    "layers = [ActNorm(C, ndim)] + ([InvConv1x1(C)] if C > 1 else [])",
+    "tests/test_flow.py::test_point_flow_variants_invert_and_log_det_is_the_jacobians")
+
 
 # gan.py: the gradient penalty at the interpolates, per packed output; WGAN-GP's own defaults
 GP = "tests/test_gan.py::test_gradient_penalty_is_taken_at_the_interpolates"
@@ -302,7 +324,7 @@ add("cond-vae-prior-not-from-data", "vae.py", "model.log_py.copy_(torch.bincount
     "pass", f"{TV}::test_the_class_prior_is_the_training_frequencies")
 add("cond-vae-train-without-y", "vae.py", 'log_px_z, kl = tr.models["model"](x, y=y if cond else None)', 'log_px_z, kl = tr.models["model"](x, y=None)',
     f"{TV}::test_cvae_commands_learn_the_label_and_classify")
-add("cond-flow-coupling-ignores-label", "flow.py", "out = self.net[1:](self.net[0](x_masked) + self.label_emb(label)[:, :, None, None])",
+add("cond-flow-coupling-ignores-label", "flow.py", "out = self.net[1:](self.net[0](x_masked) + e.view(*e.shape, *[1] * (x_masked.dim() - 2)))",
     "out = self.net(x_masked)", f"{TF}::test_conditional_flow_uses_the_label_in_every_coupling_and_the_base")
 add("cond-flow-base-mean-not-subtracted", "flow.py", "else (z - self.base_mean(label), log_det)", "else (z, log_det)",
     f"{TF}::test_conditional_inverse_and_log_det")

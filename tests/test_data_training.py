@@ -244,3 +244,33 @@ def test_batches_cover_each_epoch_once_and_split_ranks(n, b, world):
             seen.append(bt.next())
     flat = torch.cat(seen) if seen else torch.zeros(0, dtype=torch.long)
     assert len(flat) == len(set(flat.tolist())) == (n // (b * world)) * b * world
+
+
+def test_progress_bar_is_redrawn_a_few_times_a_second_not_every_step(tmp_path, monkeypatch):
+    """Issue 20: on the toys a step takes about a millisecond, so the bar is updated every 0.25 s (and at the last
+    step), not per step or per logging step."""
+    import time
+
+    from rich.progress import Progress
+
+    calls, real = [], Progress.update
+    monkeypatch.setattr(Progress, "update", lambda self, task, **kw: (calls.append(kw), real(self, task, **kw))[1])
+    tr = make_trainer(tmp_path, steps=400, log_every=10, ckpt_every=1000)
+    t0 = time.monotonic()
+    for _, (x, _) in tr:
+        tr.step(tr.models["model"](x).pow(2).mean())
+    elapsed = time.monotonic() - t0
+    assert 1 <= len(calls) <= 2 + 4 * elapsed, (len(calls), elapsed)
+    assert calls[-1]["completed"] == 400 and calls[-1]["info"].startswith("loss ")
+
+
+def test_the_first_ema_update_copies_the_weights_and_counts_on_the_host(tmp_path):
+    """After one step the EMA is the weights themselves (AveragedModel's first update; the decay schedule's n = 0
+    would give 0.1 w_0 + 0.9 w_1), and both counts, the host's and the checkpoint's n_averaged, are 1."""
+    tr = make_trainer(tmp_path, steps=1, ema_decay=0.999)
+    w0 = [p.detach().clone() for p in tr.raw["model"].parameters()]
+    for _, (x, _) in tr:
+        tr.step(tr.models["model"](x).pow(2).mean())
+    for a, b, c in zip(tr.ema.module.parameters(), tr.raw["model"].parameters(), w0):
+        assert torch.equal(a, b) and not torch.equal(b, c)
+    assert tr.ema_n == 1 and int(tr.ema.n_averaged) == 1

@@ -13,10 +13,10 @@ import flow
 from conftest import assert_one_line_error, run_cli
 
 
-def random_flow(shape, seed, noise=0.1, scales=1, hidden=8, blocks=2):
+def random_flow(shape, seed, noise=0.1, scales=1, hidden=8, blocks=2, **kw):
     """A float64 flow whose every parameter is perturbed, so that no layer is the identity it starts as."""
     torch.manual_seed(seed)
-    m = flow.Flow(shape, hidden=hidden, blocks=blocks, scales=scales).double()
+    m = flow.Flow(shape, hidden=hidden, blocks=blocks, scales=scales, **kw).double()
     x0 = torch.rand(64, *shape, dtype=torch.float64) if len(shape) == 3 else 2 * torch.randn(64, *shape).double()
     m.initialize(x0)
     with torch.no_grad():
@@ -61,6 +61,81 @@ def test_log_det_equals_log_abs_det_of_autograd_jacobian(shape, seed):
     J = torch.autograd.functional.jacobian(lambda v: m(v.view(1, *shape))[0].flatten(), x.flatten())  # [D, D]
     assert J.shape == (math.prod(shape),) * 2
     assert abs(float(m(x)[1].detach()) - float(torch.linalg.slogdet(J)[1])) < 1e-8
+
+
+@pytest.mark.parametrize("actnorm,lu", [(True, True), (False, False), (True, False), (False, True)])
+def test_point_flow_variants_invert_and_log_det_is_the_jacobians(actnorm, lu):
+    """Points run on [B, d] (nn.Linear couplings); --no-actnorm / --no-lu leave those layers out and the flow stays
+    exact: f^-1(f(x)) = x and log-det = log|det df/dx| per example."""
+    m = random_flow((2,), 3, actnorm=actnorm, lu=lu)
+    kinds = [type(layer) for layer in m.top]
+    assert (flow.ActNorm in kinds) == actnorm and (flow.InvConv1x1 in kinds) == lu
+    assert kinds.count(flow.AffineCoupling) == 8
+    assert all(isinstance(c.net[0], torch.nn.Linear) for c in m.top if isinstance(c, flow.AffineCoupling))
+    x = 3 * torch.randn(5, 2, dtype=torch.float64)
+    z, log_det = m(x)
+    assert torch.allclose(m.inverse(z), x, atol=1e-10)
+    for i in range(len(x)):
+        J = torch.autograd.functional.jacobian(lambda v: m(v.view(1, 2))[0].flatten(), x[i])
+        assert abs(float(log_det[i].detach()) - float(torch.linalg.slogdet(J)[1])) < 1e-8
+
+
+def test_point_layers_are_the_1x1_convolution_layers_on_b_d_1_1():
+    """The [B, d] path is the same map as the image layers on [B, d, 1, 1]: a Linear coupling with the weights of a
+    1x1-convolution coupling, the LU matrix as a linear map, ActNorm's data init over the batch."""
+    torch.manual_seed(0)
+    lin = flow.AffineCoupling(flow.point_mask(4, 1, 1, 1), 8, 0).double()
+    conv = flow.AffineCoupling(flow.channel_mask(4, 1, 1, 1), 8, 1).double()
+    with torch.no_grad():
+        for a, b in zip(lin.net, conv.net):
+            if isinstance(a, torch.nn.Linear):
+                a.weight.normal_()
+                a.bias.normal_()
+                b.weight.copy_(a.weight[:, :, None, None])
+                b.bias.copy_(a.bias)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    (y, ld), (y4, ld4) = lin(x), conv(x[:, :, None, None])
+    assert torch.allclose(y, y4.flatten(1)) and torch.allclose(ld, ld4) and not torch.allclose(y, x)
+    assert torch.allclose(lin.inverse(y), x)
+    mix = flow.InvConv1x1(4).double()
+    with torch.no_grad():
+        for p in mix.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    (y, ld), (y4, ld4) = mix(x), mix(x[:, :, None, None])
+    assert torch.allclose(y, y4.flatten(1)) and torch.allclose(ld, ld4)
+    assert torch.allclose(ld, torch.linalg.slogdet(mix.weight())[1].expand(6)) and torch.allclose(mix.inverse(y), x)
+    an = flow.ActNorm(4, ndim=2).double()
+    an.pending_init = True
+    y, ld = an(3 * x + 1)
+    assert torch.allclose(y.mean(0), torch.zeros(4, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(ld, an.log_s.sum().expand(6)) and torch.allclose(an.inverse(y), 3 * x + 1)
+
+
+def test_point_and_image_defaults_and_explicit_options_win(tmp_path, monkeypatch):
+    """Options left unset take their data kind's default (flow.DEFAULTS: plain RealNVP on points), saved resolved in
+    the config; options given win."""
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def trainer(name, config, models, ds, **kw):
+        seen.update(config=config, model=models["model"], **kw)
+        raise Stop
+
+    monkeypatch.setattr(flow.training, "Trainer", trainer)
+    for data_name, kw in [("moons", {}), ("mnist5k", {}), ("moons", dict(hidden=16, actnorm=True, steps=7, batch_size=32))]:
+        with pytest.raises(Stop):
+            flow.train(data=data_name, out=str(tmp_path / "r"), **kw)
+        expected = {**flow.DEFAULTS["points" if data_name == "moons" else "images"], **kw}
+        assert {k: seen["config"][k] for k in expected} == expected
+        assert seen["steps"] == expected["steps"] and seen["batch_size"] == expected["batch_size"]
+        kinds = [type(m) for m in seen["model"].modules()]
+        assert (flow.ActNorm in kinds) == expected["actnorm"] and (flow.InvConv1x1 in kinds) == expected["lu"]
+        first = next(m for m in seen["model"].modules() if isinstance(m, flow.AffineCoupling)).net[0]
+        assert getattr(first, "out_features", getattr(first, "out_channels", None)) == expected["hidden"]
+    assert flow.DEFAULTS["points"]["actnorm"] is False and flow.DEFAULTS["points"]["lu"] is False
 
 
 @settings(max_examples=3)
