@@ -287,7 +287,7 @@ add("ldm-decode-unscaled", "ldm.py", "return self.ae.mean(z / self.scale_factor)
 add("ldm-train-on-logvar", "ldm.py", "ae.encode(xb.to(dev))[0] for xb", "ae.encode(xb.to(dev))[1] for xb", UNIT)
 add("ldm-bpd-no-log256", "ldm.py", "torch.tensor(-mean[\"total\"] + D * math.log(256))", "torch.tensor(-mean[\"total\"])", LIK)
 add("ldm-prior-discrete-l0", "ldm.py", "n_t or None, discrete=False, generator=g)", "n_t or None, discrete=True, generator=g)", LIK)
-add("ldm-latents-clipped", "ldm.py", "x0_clip=x0_clip, batch_size=batch_size)", "x0_clip=1.0, batch_size=batch_size)", GEN)
+add("ldm-latents-clipped", "ldm.py", "x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape]", "x0_clip=1.0, batch_size=batch_size)  # [n, *latent_shape]", GEN)
 add("ldm-ae-beta-ignored", "ldm.py", "beta=ae_beta, steps=ae_steps", "beta=1.0, steps=ae_steps",
     f"{T_LDM}::test_checkpoint_carries_autoencoder_scale_and_ddpm_and_sample_rebuilds_them")
 add("ldm-seed-after-build", "ldm.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "",

@@ -149,11 +149,12 @@ def test_step_plan_is_remeasured_when_the_model_file_changes(tmp_path, monkeypat
     assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 20
 
 
+@pytest.mark.usefixtures("single_thread")  # (not bench's --threads: it would leave the process at one thread)
 def test_conditional_suite_quick(tmp_path):
     """`--suite conditional`: every family with "conditional" settings trains its conditional model and reports the
     requested-label accuracy, per class, the stratified FID and (vae, flow) the generative classifier's accuracy."""
     rows = bench.run("conditional", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"),
-                     samplers_data="ring8", threads=1, verbose=False)
+                     samplers_data="ring8", verbose=False)
     import importlib
 
     want = {m for m in bench.MODELS if importlib.import_module(m).BENCH.get("conditional")}
