@@ -265,8 +265,7 @@ def check_sampler(sampler: str, steps: int, eta: float, spacing: str, batch_size
     check(sampler in ddpm.SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(ddpm.SAMPLERS)}")
     check(steps > 0, f"--steps must be positive, got {steps}")
     check(eta >= 0, f"--eta must be >= 0, got {eta}")
-    check(spacing in ddpm.SPACINGS, f"unknown --spacing {spacing!r}; use {', '.join(ddpm.SPACINGS)}")
-    check(rho > 0, f"--rho must be positive, got {rho}")
+    ddpm.check_spacing(spacing, rho, ddpm.SPACINGS)  # (no "auto": cfg.generate takes the spacing as given)
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
 
 

@@ -508,6 +508,12 @@ def validate(config: dict, shape: tuple[int, ...] | None = None) -> None:
         training.fail(str(e))
 
 
+def check_spacing(spacing: str, rho: float, allowed: tuple[str, ...] = ("auto",) + SPACINGS) -> None:
+    """One-line errors (exit 2) for a sample command's --spacing (one of `allowed`) and --rho."""
+    training.check(spacing in allowed, f"unknown --spacing {spacing!r}; use {', '.join(allowed)}")
+    training.check(rho > 0, f"--rho must be positive, got {rho}")
+
+
 @app.command()
 def train(
     data: Annotated[str, Opt(help="dataset: mnist5k (bundled), mnist, fashion, cifar10, or a 2-D toy such as grid25")] = "mnist5k",
@@ -599,8 +605,7 @@ def sample_cmd(
     check(sampler in SAMPLERS, f"unknown --sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     check(steps > 0, f"--steps must be positive, got {steps}")
     check(eta >= 0, f"--eta must be >= 0, got {eta}")
-    check(spacing in SPACINGS + ("auto",), f"unknown --spacing {spacing!r}; use auto, {', '.join(SPACINGS)}")
-    check(rho > 0, f"--rho must be positive, got {rho}")
+    check_spacing(spacing, rho)
     check(batch_size > 0, f"--batch-size must be positive, got {batch_size}")
     path = datasets.samples_path(out, Path(ckpt).parent / f"samples-{sampler}-{steps}.png")
     model = load(ckpt, device)
