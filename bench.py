@@ -1,9 +1,12 @@
 """bench.py: the lesson's trade-off table (quality, diversity, stability, likelihood, sampling speed), measured.
 
-Every family (vae, gan, flow, ebm, score, ddpm, cfg, fm) is trained on the same data under the same wall-clock budget and
-scored by the same protocol (fid.py), so that each claim of the lesson's table holds or fails on one machine:
+Every family (vae, gan, flow, ebm, score, ddpm, cfg, fm, consistency, ldm) is trained on the same data under the same
+wall-clock budget and scored by the same protocol (fid.py), so that each claim of the lesson's table holds or fails on
+one machine:
     VAE: good likelihood, blurry samples   GAN: sharp, unstable, mode collapse   flow: exact likelihood, slowish
     EBM: slow sampling                     diffusion (ddpm, score): high quality, slow sampling
+and the frontier's: flow matching trains faster and needs fewer ODE steps, consistency models sample in 1-4 calls with
+a moderate FID penalty, latent diffusion cuts the per-step cost 16-64x.
 
 Suites (`--suite`):
     toy       grid25 and ring8 (PacGAN protocol: 2,500 samples, modes covered and the high-quality fraction within
@@ -12,16 +15,26 @@ Suites (`--suite`):
               calls per sample, counted), ms per sample, training seconds; 3 seeds: mean and spread (the spread is the
               measured "stability").
     mnist     mnist5k: FID/KID with fid.py's MNIST features against the test split, precision/recall, inception
-              score, classes covered, bits/dim where available.
-    samplers  one trained DDPM (the mnist suite's): ddpm at 1000 steps, ddim at 10/20/50/100 with eta 0 and 1,
-              dpm++2m at 10/15/20: quality against NFE (fid_vs_nfe.png) and the Method/Steps/Speed/Quality-drop table;
-              the flow-matching model of fm.py (its mnist suite checkpoint) with Euler at 1..32 and Heun at 1..16 steps.
+              score, classes covered, the classifier's confidence, bits/dim where available; ddpm and fm also on
+              nets.py's DiT (BENCH "variants": rows ddpm+dit, fm+dit).
+              Both suites train each model along a learning curve (CURVE: snapshots at fractions of the budget, each
+              resumed from the one before; curves.png): the last snapshot is the verdict, the one at SHORT = 1/5 of
+              the budget the speed-of-convergence column.
+    samplers  every family whose BENCH lists "samplers", one checkpoint each: ddpm at 1000 steps, ddim at 10/20/50/100
+              with eta 0 and 1, dpm++2m at 10/15/20; consistency at 1/2/4 calls; ldm DDIM-50 and dpm++2m 20; fm Euler
+              at 1..32 and midpoint / Heun at 1..16 steps: quality against NFE (fid_vs_nfe.png) and the lesson's
+              Method/Steps/Speed/Quality-drop table beside its speed column. `--defaults` samples each family at its
+              own default training (the README's commands; consistency distils the ddpm default), `--ckpt` given
+              checkpoints; otherwise the mnist / toy suite's checkpoints.
     guidance  the classifier-free guidance sweep of cfg.py (guidance scale against FID / precision / recall).
     conditional  the lesson's "Conditional gen." row: every family whose BENCH has "conditional" settings, trained
               with its "conditional_options" (--cond, --labels), asked for every label equally often: accuracy of the
               requested label (fid.py's classifier; toys: the 10 nearest training points), per class, FID overall and
               per class (stratified FID: the samples of class c against the test examples of class c), and for the
               families with a generative classifier (BENCH "classifier": the file's `classify` command) its accuracy.
+    anomaly   the lesson's "Likelihood for anomaly" row: every family with a likelihood (per example) or BENCH "anomaly"
+              (ebm: the energy) scores n mnist5k test digits and their OOD versions (pixels permuted, mirrored,
+              inverted, uniform noise); AUROC per set (below 0.5: the model prefers the OOD images).
 
 Budgets. `--budget S` seconds of training loop per model (default per suite). The step count that fits is chosen by
 measurement: a short probe run gives the seconds per step (from the run's metrics.jsonl), then steps = S / that; the
@@ -37,13 +50,15 @@ whose file is missing, does not import or lacks the surface is reported as "not 
 sampling fails is reported as "failed: ...". Adding a family is a file with the surface plus its name in MODELS.
 
 Commands:
-    python bench.py                                  # toy suite, 3 seeds, 12 s per model (13 min on 2 CPU cores)
+    python bench.py                                  # toy suite, 3 seeds, 60 s per model, curves at 6/12/30/60 s
     python bench.py --quick                          # tiny budgets, 1 seed, few samples (< 3 min; the tests run it)
-    python bench.py --suite mnist                    # mnist5k, 60 s of training per model
-    python bench.py --suite samplers                 # DDPM samplers: quality against NFE
+    python bench.py --suite mnist                    # mnist5k, 300 s of training per model, curves at 60/150/300 s
+    python bench.py --suite samplers --defaults --samplers-data mnist5k   # the lesson's sampler table
+    python bench.py --suite anomaly --defaults       # AUROC of every likelihood against OOD digits
     python bench.py --suite all
 Outputs (--out, default bench/): results.json (one row per model x data x sampler setting), results.md (tables and
-the trade-off table with measured numbers), samples.png (every model's samples), fid_vs_nfe.png.
+the trade-off table with measured numbers and the frontier claims checked), samples.png (every model's samples),
+fid_vs_nfe.png, curves.png (quality against training seconds).
 """
 from __future__ import annotations
 
@@ -73,9 +88,19 @@ import training
 
 ROOT = Path(__file__).resolve().parent
 TOYS = ("grid25", "ring8")
-SUITES = ("toy", "mnist", "samplers", "guidance", "conditional")
-BUDGET = {"toy": 12.0, "mnist": 60.0, "samplers": 60.0, "guidance": 60.0, "conditional": 60.0}  # s of training per model
-QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0, "samplers": 3.0, "guidance": 3.0, "conditional": 3.0}
+SUITES = ("toy", "mnist", "samplers", "guidance", "conditional", "anomaly")
+# Seconds of training loop per model: the verdict budget, long enough that the learning curves have flattened
+# (bench/curves.png shows them). The setting suites reuse the toy / mnist checkpoints, so they take those budgets.
+BUDGET = {"toy": 60.0, "mnist": 300.0}
+QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0}
+# Learning-curve snapshots, as fractions of the budget: a run is trained to the first, resumed to the next, and so on,
+# and each snapshot is scored with the family's first sampler setting. The snapshot at SHORT is the speed-of-
+# convergence column (12 s of 60 on the toys, 60 s of 300 on mnist5k: the budgets before issue 21).
+CURVE = {"toy": (0.1, 0.2, 0.5, 1.0), "mnist": (0.2, 0.5, 1.0)}
+QUICK_CURVE = {"toy": (0.5, 1.0), "mnist": (1.0,)}
+SHORT = 0.2
+# The anomaly suite's out-of-distribution sets, made from the in-distribution test digits themselves
+OOD = ("permuted", "flipped", "inverted", "noise")
 
 
 # ----------------------------------------------------------------------------------------------------- NFE counting
@@ -200,10 +225,11 @@ def likelihood_row(fam: Family, model, data: str, kind: str, quick: bool) -> dic
 
 
 # ----------------------------------------------------------------------------------------------------- budgeted training
-def _log_seconds(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, seconds since the loop started) from a run's metrics.jsonl."""
+def _log_seconds(run_dir: Path, path: Path | None = None) -> list[tuple[int, float]]:
+    """(step, seconds since the loop started) from a run's metrics.jsonl (a resumed run appends records whose seconds
+    start again from 0)."""
     out = []
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(path) if path is not None else Path(run_dir) / "metrics.jsonl"
     if path.exists():
         for line in path.read_text().splitlines():
             try:
@@ -212,6 +238,20 @@ def _log_seconds(run_dir: Path) -> list[tuple[int, float]]:
             except (ValueError, KeyError):
                 continue
     return out
+
+
+def _loop_seconds(run_dir: Path) -> float:
+    """Seconds of training loop in a run folder: the end of every segment (a resume starts the clock again) of every
+    metrics.jsonl in it, its sub-runs included (ldm.py's stage 1 writes <out>/ae/metrics.jsonl)."""
+    total = 0.0
+    for path in sorted(Path(run_dir).rglob("metrics.jsonl")):
+        last = 0.0
+        for _, sec in _log_seconds(run_dir, path):
+            if sec < last:  # a new segment
+                total += last
+            last = sec
+        total += last
+    return total
 
 
 @contextlib.contextmanager
@@ -253,13 +293,20 @@ class Runs:
             return self.plan[key]
         probe = 6 if self.quick else 30
         out = self.root / "_probe" / f"{fam.name}-{data}"
-        shutil.rmtree(out, ignore_errors=True)
-        _quiet(fam.mod.train, data=data, steps=probe, seed=0, out=str(out), device=self.device, **opts)
-        log = _log_seconds(out)
-        if len(log) >= 2 and log[-1][0] > log[0][0]:
-            per_step = (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # leaves out the first (warm-up) step
-        else:
-            per_step = (log[-1][1] if log else 1.0) / probe
+
+        def seconds_per_step(n: int) -> float:
+            shutil.rmtree(out, ignore_errors=True)
+            _quiet(fam.mod.train, data=data, steps=n, seed=0, out=str(out), device=self.device, **opts)
+            log = _log_seconds(out)
+            log = [r for r in log if r[0] > n // 3] if len([r for r in log if r[0] > n // 3]) >= 2 else log
+            if len(log) >= 2 and log[-1][0] > log[0][0]:
+                return (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # without the first (warm-up) steps
+            return (log[-1][1] if log else 1.0) / n
+
+        per_step = seconds_per_step(probe)
+        if not self.quick and per_step * probe < 2.0:  # a fast step: 30 of them are mostly warm-up (R1's double
+            probe = int(min(20_000, 3.0 / max(per_step, 1e-6)))  # backward, allocator); time about 3 s of steps,
+            per_step = seconds_per_step(probe)  # the last two thirds of them
         steps = int(min(200_000, max(10, budget / max(per_step, 1e-6))))
         entry = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -270,10 +317,14 @@ class Runs:
         shutil.rmtree(out, ignore_errors=True)
         return self.plan[key]
 
-    def checkpoint(self, fam: Family, data: str, opts: dict, steps: int, seed: int) -> tuple[Path, dict]:
-        """A checkpoint trained with exactly these options: reused when its saved config matches, else trained."""
+    def checkpoint(self, fam: Family, data: str, opts: dict, steps: int, seed: int, prev: Path | None = None,
+                   label: str = "") -> tuple[Path, dict]:
+        """A checkpoint trained with exactly these options: reused when its saved config matches, else trained; or,
+        given `prev` (a checkpoint of the same options and seed at fewer steps), its run folder copied and resumed to
+        `steps` (a learning curve's next snapshot; the trainer's constant learning-rate tail keeps that the same
+        run)."""
         kw = dict(data=data, steps=steps, seed=seed, **opts)
-        out = self.root / data / f"{fam.name}-s{seed}-{_key(kw)}"
+        out = self.root / data / f"{label or fam.name}-s{seed}-{_key(kw)}"
         ckpt, side = out / "ckpt.pt", out / "bench.json"
         if ckpt.exists() and side.exists():
             try:
@@ -286,11 +337,16 @@ class Runs:
             if same:
                 return ckpt, dict(json.loads(side.read_text()), reused=True)
         shutil.rmtree(out, ignore_errors=True)
+        before = 0.0
+        if prev is not None:
+            shutil.copytree(Path(prev).parent, out)
+            (out / "bench.json").unlink(missing_ok=True)
+            before = json.loads((Path(prev).parent / "bench.json").read_text())["train_wall_seconds"]
         t0 = time.perf_counter()
-        path = Path(_quiet(fam.mod.train, out=str(out), device=self.device, **kw))
-        wall = time.perf_counter() - t0
-        log = _log_seconds(out)
-        info = {"train_seconds": log[-1][1] if log else wall, "train_wall_seconds": wall, "steps": steps}
+        path = Path(_quiet(fam.mod.train, out=str(out), device=self.device, **kw, **({"resume": True} if prev else {})))
+        wall = before + time.perf_counter() - t0
+        loop = _loop_seconds(out)
+        info = {"train_seconds": loop or wall, "train_wall_seconds": wall, "steps": steps}
         side.write_text(json.dumps(info))
         return path, dict(info, reused=False)
 
@@ -349,6 +405,7 @@ def score_samples(x: torch.Tensor, ref: Reference) -> dict:
             probs = fid.classify(x)
             out["is"] = fid.inception_score(probs, splits=min(10, len(x)))["mean"]
             out["classes"] = int(probs.argmax(1).unique().numel())
+            out["confident"] = float((probs.max(1).values > 0.9).float().mean())  # the classifier > 90% sure
     return out
 
 
@@ -399,7 +456,7 @@ def per_class(x: torch.Tensor, y: torch.Tensor, ref: "Reference", data: str) -> 
 
 
 # ----------------------------------------------------------------------------------------------------- suites
-METRICS = ("fid", "kid", "precision", "recall", "modes", "hq", "is", "classes", "nll_nats", "nll_bpd",
+METRICS = ("fid", "kid", "precision", "recall", "modes", "hq", "is", "classes", "confident", "nll_nats", "nll_bpd",
            "nll_mass_outside_nats", "nfe", "ms_per_sample", "train_seconds", "steps")
 
 
@@ -421,9 +478,30 @@ def not_run(base: dict, status: str) -> list[dict]:
     return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=status)]
 
 
-def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, log) -> list[dict]:
-    """Train (or reuse) one family on one data set for every seed; one row per sampler setting."""
-    base = dict(suite=cfg["suite"], model=name, data=data, budget_s=cfg["budget"], seeds=cfg["seeds"])
+def curve_point(fam: Family, model, setting: dict, n: int, ref: "Reference", info: dict, frac: float, seed: int) -> dict:
+    """One learning-curve snapshot: the budget fraction, training seconds and steps, and the quality metrics of n
+    samples with one setting."""
+    x, _, _ = timed_sample(fam, model, n, setting, seed)
+    m = score_samples(x, ref)
+    return dict(frac=frac, sec=info["train_seconds"], steps=info["steps"],
+                **{k: m[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident") if k in m})
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """The seed-mean learning curve (the points of every seed at the same budget fractions)."""
+    out = []
+    for points in zip(*curves):
+        keys = [k for k in points[0] if all(p.get(k) is not None for p in points)]
+        out.append({k: (points[0][k] if k == "frac" else float(np.mean([p[k] for p in points]))) for k in keys})
+    return out
+
+
+def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, log, variant: str = "") -> list[dict]:
+    """Train (or reuse) one family (or one of its BENCH "variants", e.g. another backbone) on one data set for every
+    seed, along its learning curve (CURVE: snapshots at fractions of the budget, each resumed from the one before);
+    one row per sampler setting of the final snapshot, with the seed-mean curve and the SHORT snapshot beside it."""
+    label = f"{name}+{variant}" if variant else name
+    base = dict(suite=cfg["suite"], model=label, data=data, budget_s=cfg["budget"], seeds=cfg["seeds"])
     fam, why = import_family(name)
     if fam is None:
         return not_run(base, why)
@@ -431,7 +509,11 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
     if kind not in fam.kinds:
         return not_run(base, "not applicable")
     opts = fam.options(kind, cfg["quick"])
+    if variant:
+        opts.update(fam.spec["variants"][variant][kind])
     settings = fam.settings(kind, cfg["quick"])
+    curve_setting = next((s for s in settings if s["sampler"] == fam.spec.get("curve_sampler")), settings[0])
+    fracs = cfg["curve"]
     try:
         plan = runs.steps_for(fam, data, opts, cfg["budget"])
     except BaseException as e:  # noqa: BLE001 (a failing file must not stop the bench)
@@ -439,26 +521,42 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
             raise
         return not_run(base, f"failed: probe run: {type(e).__name__}: {str(e)[:160]}")
     per = {s["sampler"]: [] for s in settings}
-    failures = []
+    curves, failures = [], []
     for seed in range(cfg["seeds"]):
         try:
-            ckpt, info = runs.checkpoint(fam, data, opts, plan["steps"], seed)
-            log(f"  {name} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
-                f"({plan['steps']} steps, {info['train_seconds']:.1f}s)")
-            model = fam.mod.load(str(ckpt))
+            prev, curve, done = None, [], 0
+            for frac in fracs:
+                steps = max(1, round(frac * plan["steps"]))
+                if steps <= done:
+                    continue  # a tiny plan: two fractions round to the same step
+                done = steps
+                ckpt, info = runs.checkpoint(fam, data, opts, steps, seed, prev=prev, label=label)
+                prev = ckpt
+                log(f"  {label} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
+                    f"({steps} steps, {info['train_seconds']:.1f}s)")
+                model = fam.mod.load(str(ckpt))
+                if frac < fracs[-1]:
+                    curve.append(curve_point(fam, model, curve_setting, cfg["n"], ref, info, frac, seed))
             likelihood = likelihood_row(fam, model, data, kind, cfg["quick"])
             for i, s in enumerate(settings):
                 x, nfe, ms = timed_sample(fam, model, cfg["n"], s, seed)
                 r = dict(score_samples(x, ref), nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
-                         steps=plan["steps"], **(likelihood or {}))
+                         steps=info["steps"], **(likelihood or {}))
                 per[s["sampler"]].append(r)
+                if s is curve_setting:
+                    curve.append(dict(frac=fracs[-1], sec=info["train_seconds"], steps=info["steps"],
+                                      **{k: r[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident")
+                                         if k in r}))
                 if seed == 0 and i == 0:
-                    runs.cache_samples(data, name, x)
+                    runs.cache_samples(data, label, x)
+            curves.append(curve)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, KeyboardInterrupt):
                 raise
             failures.append(f"seed {seed}: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
-            log(f"  {name} {data} seed {seed}: FAILED {failures[-1]}")
+            log(f"  {label} {data} seed {seed}: FAILED {failures[-1]}")
+    curve = mean_curve(curves) if curves else []
+    short = next((p for p in curve if abs(p["frac"] - SHORT) < 1e-9), None)
     rows = []
     for s in settings:
         agg = aggregate(per[s["sampler"]])
@@ -468,6 +566,9 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
                    train_seconds=agg.pop("train_seconds", None), **agg, seeds_ok=ok, n_samples=cfg["n"],
                    reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status=status if ok else
                    "failed: " + "; ".join(failures))
+        if s is curve_setting and curve:  # the learning curve (seed mean) and the speed-of-convergence snapshot
+            row.update(curve=curve, curve_sampler=s["sampler"], **({f"short_{k}": v for k, v in short.items()
+                                                                    if k != "frac"} if short else {}))
         rows.append(row)
     return rows
 
@@ -480,40 +581,140 @@ def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) ->
         for name in families:
             log(f"{suite}: {name} on {data}")
             rows += bench_family(name, data, ref, runs, cfg, log)
+            fam, _ = import_family(name)
+            for variant, kinds in ((fam.spec.get("variants") or {}).items() if fam else ()):
+                if ref.kind in kinds:  # another backbone: its own row, e.g. ddpm+dit
+                    log(f"{suite}: {name}+{variant} on {data}")
+                    rows += bench_family(name, data, ref, runs, cfg, log, variant)
     return rows
 
 
 # The suites of one trained model and many settings: "samplers" (the families whose BENCH lists "samplers": quality
-# against network calls) and "guidance" (those whose BENCH lists "guidance": the guidance scale against quality and
-# diversity, with labels asked for evenly and the label accuracy measured).
-SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance", "conditional": "conditional"}
+# against network calls), "guidance" (those whose BENCH lists "guidance": the guidance scale against quality and
+# diversity, with labels asked for evenly and the label accuracy measured), "conditional" (BENCH "conditional") and
+# "anomaly" (every family with a likelihood or BENCH "anomaly" on images: AUROC of its score at telling test digits
+# from OOD sets).
+SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance", "conditional": "conditional", "anomaly": "anomaly"}
+
+
+def ood_sets(x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Out-of-distribution versions of test images x [N, 1, H, W] in [-1, 1], all on the same 8-bit grid: every
+    image's pixels in a random order of its own (the same intensity histogram), mirrored left-right, inverted
+    (x -> -x, i.e. 255 - k), and uniform 8-bit noise."""
+    g = torch.Generator().manual_seed(seed)
+    flat = x.flatten(1)
+    order = torch.rand(flat.shape, generator=g).argsort(1)  # one permutation per image
+    return {"permuted": flat.gather(1, order).view_as(x), "flipped": x.flip(-1), "inverted": -x,
+            "noise": torch.randint(0, 256, x.shape, generator=g).float() / 127.5 - 1}
+
+
+def auroc(score_in, score_out) -> float:
+    """P(score_out > score_in) + P(tie) / 2 over all pairs (the Mann-Whitney U statistic / (n_in n_out)): 1 = the
+    score (an NLL or energy, higher = less likely) ranks every OOD example above every test example, 0.5 = chance,
+    below 0.5 = the model finds the OOD data MORE likely (Nalisnick et al. 2019)."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(score_in, dtype=np.float64), np.asarray(score_out, dtype=np.float64)
+    ranks = rankdata(np.concatenate([a, b]))  # average ranks for ties
+    return float((ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2) / (len(a) * len(b)))
+
+
+def anomaly_spec(fam: Family, kind: str, quick: bool) -> dict | None:
+    """What the anomaly suite calls: BENCH["anomaly"][kind] ({"function": name, **settings}), else the likelihood's
+    settings; None for a family with neither."""
+    spec = (fam.spec.get("anomaly") or {}).get(kind)
+    if spec is not None:
+        return dict(spec)
+    spec = fam.likelihood_settings(kind, quick)
+    return None if spec is None else dict(spec, function="likelihood")
+
+
+def anomaly_row(fam: Family, model, data: str, spec: dict, n: int) -> dict:
+    """The per-example score (-log p, a bound of it, or the energy) of n test examples (a seed-0 permutation of the
+    test split) and of their OOD versions: mean score and AUROC per OOD set."""
+    spec = dict(spec)
+    fn = getattr(fam.mod, spec.pop("function"))
+    spec.pop("n", None)
+    ds = datasets.load(data, "test")
+    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+    scores = {}
+    t0 = time.perf_counter()
+    for name, xs in {"test": x, **ood_sets(x)}.items():
+        r = _quiet(fn, model, xs, **spec)
+        scores[name] = r["per_example"].double().numpy()
+    kind = r.get("kind", "")
+    unit = "bits/dim" if "nll_bpd" in r else "nats" if "nll_nats" in r else "energy"
+    out = dict(score=f"{kind} ({unit})", n_samples=n, ms_per_example=(time.perf_counter() - t0) * 1000 / (n * 5),
+               **{f"score_{k}": float(v.mean()) for k, v in scores.items()},
+               **{f"auroc_{k}": auroc(scores["test"], scores[k]) for k in OOD})
+    out["auroc_mean"] = float(np.mean([out[f"auroc_{k}"] for k in OOD]))
+    return out
+
+
+def family_checkpoint(fam: Family, data: str, kind: str, cfg: dict, runs: Runs, opts: dict, chosen: dict):
+    """The checkpoint a setting suite samples: --ckpt NAME=PATH if given; with --defaults the family's own defaults
+    (train()'s steps and options, plus BENCH "defaults", where "@name" is the checkpoint chosen for that family in
+    this suite, e.g. a distillation's teacher); else the toy / mnist suite's checkpoint (seed 0, same options and
+    budget: reused). -> (path, info)."""
+    if fam.name in cfg["ckpts"]:
+        path = Path(cfg["ckpts"][fam.name])
+        ck = training.load_checkpoint(path)
+        training.check(ck.get("config", {}).get("data") in (data, None),
+                       f"--ckpt {fam.name}={path} was trained on {ck['config'].get('data')}, not {data}")
+        return path, {"train_seconds": _loop_seconds(path.parent) or None, "steps": ck.get("step"), "reused": True}
+    if cfg["defaults"]:
+        extra = dict((fam.spec.get("defaults") or {}).get(kind) or {})
+        for k, v in extra.items():
+            if isinstance(v, str) and v.startswith("@"):
+                training.check(v[1:] in chosen, f"{fam.name}'s defaults need {v[1:]}'s checkpoint: add --families "
+                               f"{v[1:]} (before {fam.name})")
+                extra[k] = str(chosen[v[1:]])
+        steps = extra.pop("steps", None) or Runs.defaults(fam.mod).get("steps")  # (a per-kind default: in BENCH)
+        training.check(steps is not None, f"{fam.name}.py: no default --steps for {kind}; give BENCH['defaults']")
+        return runs.checkpoint(fam, data, extra, steps, 0, label=f"{fam.name}-defaults")
+    plan = runs.steps_for(fam, data, opts, cfg["budget"])
+    return runs.checkpoint(fam, data, opts, plan["steps"], 0)
 
 
 def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> list[dict]:
-    """One checkpoint per family (seed 0, the toy / mnist suite's options and budget, so that its checkpoint is
-    reused), sampled with every setting of the suite; common random numbers across settings."""
+    """One checkpoint per family (family_checkpoint), sampled with every setting of the suite; common random numbers
+    across settings."""
     key = SETTING_SUITES[cfg["suite"]]
     cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
         "toy" if data in TOYS else "mnist"])
-    conditional = key == "conditional"
-    rows = []
+    conditional, anomaly = key == "conditional", key == "anomaly"
+    rows, chosen = [], {}
     for name in families:
         fam, why = import_family(name)
-        if fam is None or not fam.settings("points", cfg["quick"], key) + fam.settings("images", cfg["quick"], key):
+        if fam is None:
+            continue  # a missing file takes no part
+        if anomaly:
+            if datasets.load(data, "test").kind != "images" or anomaly_spec(fam, "images", cfg["quick"]) is None:
+                continue  # the anomaly suite: images, families with a likelihood or an energy
+        elif not fam.settings("points", cfg["quick"], key) + fam.settings("images", cfg["quick"], key):
             continue  # a family without this suite's settings takes no part (the file may be missing)
         base = dict(suite=cfg["suite"], model=name, data=data, budget_s=cfg["budget"], seeds=1)
         try:
             ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
             kind = ref.kind
-            n = cfg["samples"] or ((40 if conditional else 32) if cfg["quick"] else 2500 if kind == "points" else
-                                   100 if key == "samplers" else 1000 if conditional else 200)
+            n = cfg["samples"] or ((40 if conditional else 16 if anomaly else 32) if cfg["quick"] else
+                                   2500 if kind == "points" else 100 if key == "samplers" else
+                                   1000 if conditional else 200)
             opts = fam.options(kind, cfg["quick"])
             if conditional:  # the family's switch to its conditional model (--cond, --labels)
                 opts.update(fam.spec.get("conditional_options") or {})
-            plan = runs.steps_for(fam, data, opts, cfg["budget"])
-            ckpt, info = runs.checkpoint(fam, data, opts, plan["steps"], 0)
+            ckpt, info = family_checkpoint(fam, data, kind, cfg, runs, opts, chosen)
+            chosen[name] = ckpt
+            base.update(checkpoint=str(ckpt), budget_s=None if cfg["defaults"] or name in cfg["ckpts"] else cfg["budget"])
             log(f"{cfg['suite']}: {name} {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
             model = fam.mod.load(str(ckpt))
+            common = dict(train_seconds=info["train_seconds"], steps=info["steps"], status="ok",
+                          reference=f"{data}:test ({len(ref.x)}), {ref.extractor}")
+            if anomaly:
+                r = dict(base, sampler="-", **common, **anomaly_row(fam, model, data, anomaly_spec(fam, kind, cfg["quick"]), n))
+                log(f"  AUROC " + ", ".join(f"{k} {r['auroc_' + k]:.3f}" for k in OOD))
+                rows.append(r)
+                continue
             C = int(getattr(model, "num_classes", 0) or 0)
             if conditional and not C:
                 raise ValueError(f"{name}.py's conditional_options trained a model without labels")
@@ -524,10 +725,9 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
                 gen_acc = _quiet(fam.mod.classify, ckpt=str(ckpt), device="cpu", seed=0, **classifier)["accuracy"]
             for s in fam.settings(kind, cfg["quick"], key):
                 x, nfe, ms = timed_sample(fam, model, n, s, 0, y)
-                r = dict(base, sampler=s["sampler"], nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
-                         steps=plan["steps"], **score_samples(x, ref), n_samples=n, status="ok",
-                         reference=f"{data}:test ({len(ref.x)}), {ref.extractor}",
-                         **{("sampler_steps" if k == "steps" else k): v for k, v in s.items() if k != "sampler"})
+                r = dict(base, sampler=s["sampler"], nfe=nfe, ms_per_sample=ms, **common, **score_samples(x, ref),
+                         n_samples=n, **{("sampler_steps" if k == "steps" else k): v for k, v in s.items()
+                                         if k != "sampler"})
                 if y is not None:
                     r["accuracy"] = label_accuracy(x, y, data)
                 if conditional:
@@ -572,13 +772,15 @@ def _cols(r: dict, images: bool) -> list[str]:
                 _fmt(g("classes"), ".1f")] if images else
                [_fmt(g("modes"), ".1f", g("modes_std")), _fmt(g("hq"), ".3f", g("hq_std")),
                 _fmt(g("fid"), ".3f", g("fid_std"))])
-    return [r["data"], r["model"], r["sampler"], *quality, _fmt(g("precision"), ".3f"), _fmt(g("recall"), ".3f"), nll,
+    short = _fmt(g("short_fid"), ".2f") if images else _fmt(g("short_hq"), ".3f")  # speed of convergence
+    return [r["data"], r["model"], r["sampler"], *quality, short, _fmt(g("precision"), ".3f"), _fmt(g("recall"), ".3f"), nll,
             _fmt(g("nfe"), ".0f"), _fmt(g("ms_per_sample"), ".3g"), _fmt(g("train_seconds"), ".1f"),
             _fmt(g("steps"), ".0f"), r["status"] if r["status"] == "ok" else r["status"][:90]]
 
 
 def _header(images: bool) -> list[str]:
     q = ["FID", "KID", "IS", "classes"] if images else ["modes", "hq", "Frechet dist."]
+    q.append(f"{'FID' if images else 'hq'} at {SHORT:g} of the budget")
     return ["data", "model", "sampler", *q, "precision", "recall", "NLL", "NFE", "ms/sample", "train s", "steps", "status"]
 
 
@@ -600,17 +802,23 @@ def md_table(header: list[str], body: list[list[str]]) -> str:
                      ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body])
 
 
-# The lesson's table (relative tiers), and the measured column each claim is checked against.
-LESSON = {  # family: (quality, diversity, stability, likelihood, sampling speed)
-    "vae": ("low (blurry)", "high", "high", "good (bound)", "fast"),
-    "gan": ("high (sharp)", "low (mode collapse)", "low", "none", "fast"),
-    "flow": ("medium", "high", "high", "exact", "slowish"),
-    "ebm": ("medium", "medium", "low", "unnormalized", "slow"),
-    "score": ("high", "high", "high", "none", "slow"),
-    "ddpm": ("high", "high", "high", "good (bound)", "slow"),
+# The lesson's table (relative tiers), and the measured column each claim is checked against. The last two columns
+# are the lesson's "Conditional gen." and "Likelihood for anomaly" rows (VAE / GAN / flow / EBM / diffusion).
+LESSON = {  # family: (quality, diversity, stability, likelihood, sampling speed, conditional, anomaly)
+    "vae": ("low (blurry)", "high", "high", "good (bound)", "fast", "yes", "approximate"),
+    "gan": ("high (sharp)", "low (mode collapse)", "low", "none", "fast", "yes", "no"),
+    "flow": ("medium", "high", "high", "exact", "slowish", "yes", "yes"),
+    "ebm": ("medium", "medium", "low", "unnormalized", "slow", "-", "no"),
+    "score": ("high", "high", "high", "none", "slow", "yes", "approximate"),
+    "ddpm": ("high", "high", "high", "good (bound)", "slow", "yes", "approximate"),
 }
+FRONTIER = ("cfg", "fm", "consistency", "ldm")  # measured in the same columns; the lesson gives them no tier
+CONDITIONAL_AS = {"ddpm": "cfg"}  # the lesson's conditional diffusion is classifier-free guidance (cfg.py)
 TIER = {"low": 0, "none": 0, "slow": 0, "unnormalized": 0, "medium": 1, "slowish": 1, "high": 2, "good": 2,
-        "exact": 2, "fast": 2}
+        "exact": 2, "fast": 2, "yes": 2, "approximate": 1, "no": 0}
+# absolute tiers of the last two columns (a rank says nothing about "can it do this"): label accuracy of the
+# conditional samples (fid.py's classifier reads real test digits at 98%), mean AUROC over the OOD sets
+CONDITIONAL_TIERS, ANOMALY_TIERS = (0.5, 0.8), (0.7, 0.9)  # below the first: no; from the second on: yes
 
 
 def _tier(claim: str) -> int | None:
@@ -696,8 +904,18 @@ def claims(rows: list[dict]) -> list[str]:
 
 def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
     """The lesson's table filled with measured numbers: for each family its best row per data set, each column
-    ranked among the families measured (top third = high, bottom third = low), compared with the lesson's tier."""
-    ok = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist") and r["model"] in LESSON]
+    ranked among the families measured (top third = high, bottom third = low), compared with the lesson's tier;
+    conditional and anomaly from those suites' rows, with absolute tiers (CONDITIONAL_TIERS, ANOMALY_TIERS)."""
+    everyone = tuple(LESSON) + FRONTIER
+    ok = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist") and r["model"] in everyone]
+    cond, anom = {}, {}
+    for r in rows:
+        if r["status"] == "ok" and r["suite"] == "conditional" and r.get("accuracy") is not None:
+            k = (r["data"], r["model"])
+            cond[k] = max(cond.get(k, 0.0), r["accuracy"])
+        if r["status"] == "ok" and r["suite"] == "anomaly" and r.get("auroc_mean") is not None:
+            anom[(r["data"], r["model"])] = r
+    cond_of = lambda r: cond.get((r["data"], CONDITIONAL_AS.get(r["model"], r["model"])))  # noqa: E731
     notes, body = [], []
     columns = [  # name, row -> measured value (higher is better), formatter
         ("quality", lambda r: (r.get("hq") if r["data"] in TOYS else -r["fid"] if r.get("fid") is not None else None),
@@ -713,39 +931,105 @@ def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
          lambda r: (f"{r['nll_nats']:.2f} nats" if r.get("nll_nats") is not None else f"{r['nll_bpd']:.2f} bpd")),
         ("sampling speed", lambda r: -r["ms_per_sample"] if r.get("ms_per_sample") is not None else None,
          lambda r: f"{r['ms_per_sample']:.3f} ms, NFE {r['nfe']:.0f}"),
+        ("conditional", cond_of,
+         lambda r: f"label accuracy {cond_of(r):.2f}" + (f" ({CONDITIONAL_AS[r['model']]}.py)"
+                                                          if r["model"] in CONDITIONAL_AS else "")),
+        ("anomaly", lambda r: (anom.get((r["data"], r["model"])) or {}).get("auroc_mean"),
+         lambda r: "AUROC " + " / ".join(f"{anom[(r['data'], r['model'])]['auroc_' + k]:.2f}" for k in OOD) +
+         f", mean {anom[(r['data'], r['model'])]['auroc_mean']:.2f}"),
     ]
+    absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}
     for data in sorted({r["data"] for r in ok}, key=lambda d: (d not in TOYS, d)):
         best = {}
         for r in ok:
             if r["data"] == data and r.get("fid") is not None:
                 if r["model"] not in best or r["fid"] < best[r["model"]]["fid"]:
                     best[r["model"]] = r
-        fams = [f for f in LESSON if f in best]
+        fams = [f for f in everyone if f in best]
         cells = {f: [] for f in fams}
         for ci, (name, value, fmt) in enumerate(columns):
             vals = {f: value(best[f]) for f in fams}
             have = [f for f in fams if vals[f] is not None]
             ranked = sorted(have, key=lambda f: -vals[f])
             for f in fams:
-                claim = LESSON[f][ci]
+                claim = LESSON[f][ci] if f in LESSON else "-"
                 if vals[f] is None:
                     cells[f].append(f"lesson: {claim}; measured: none")
                     continue
-                rank = ranked.index(f)
-                k = len(ranked)
-                tier = 2 if rank < k / 3 else 0 if rank >= 2 * k / 3 else 1
+                rank, k = ranked.index(f), len(ranked)
+                if name in absolute:
+                    lo, hi = absolute[name]
+                    tier, k_ok = (2 if vals[f] >= hi else 0 if vals[f] < lo else 1), True
+                    where = ""
+                else:
+                    tier, k_ok = (2 if rank < k / 3 else 0 if rank >= 2 * k / 3 else 1), k >= 3
+                    where = f" (rank {rank + 1}/{k})"
                 want = _tier(claim)
-                verdict = "" if want is None or k < 3 else "agrees" if tier == want else \
+                verdict = "" if want is None or not k_ok else "agrees" if tier == want else \
                     "CONTRADICTS" if abs(tier - want) == 2 else "partly"
-                cells[f].append(f"lesson: {claim}; measured: {fmt(best[f])} (rank {rank + 1}/{k}) {verdict}".strip())
+                cells[f].append(f"lesson: {claim}; measured: {fmt(best[f])}{where} {verdict}".strip())
                 if verdict == "CONTRADICTS":
-                    notes.append(f"{data}: {f} {name}: the lesson says {claim}, but it ranks {rank + 1} of {k} "
-                                 f"({fmt(best[f])}).")
+                    notes.append(f"{data}: {f} {name}: the lesson says {claim}, but it measures "
+                                 f"{fmt(best[f])}{where}.")
         for f in fams:
             body.append([data, f"{f} ({best[f]['sampler']})", *cells[f]])
     header = ["data", "family (sampler)", "quality", "diversity", "stability (seed spread)", "likelihood",
-              "sampling speed"]
+              "sampling speed", "conditional generation", "likelihood for anomaly (AUROC " + " / ".join(OOD) + ")"]
     return md_table(header, body), notes
+
+
+def frontier_claims(rows: list[dict]) -> list[str]:
+    """The lesson's frontier claims, each checked against the measured rows in one plain sentence."""
+    out = []
+    ok = [r for r in rows if r["status"] == "ok"]
+    # "flow matching trains faster": fm against ddpm along the learning curves (same budget, same data)
+    for data in sorted({r["data"] for r in ok if r.get("curve")}, key=lambda d: (d not in TOYS, d)):
+        c = {r["model"]: r["curve"] for r in ok if r["data"] == data and r.get("curve") and r["suite"] in ("toy", "mnist")}
+        if "fm" in c and "ddpm" in c and len(c["fm"]) == len(c["ddpm"]):
+            key, better = ("hq", lambda a, b: a > b) if data in TOYS else ("fid", lambda a, b: a < b)
+            pairs = [(p["frac"], p["sec"], p.get(key), q["sec"], q.get(key)) for p, q in zip(c["fm"], c["ddpm"])]
+            wins = sum(better(a, b) for _, _, a, _, b in pairs if a is not None and b is not None)
+            verdict = "holds" if wins == len(pairs) else "partly" if wins else "does NOT hold"
+            out.append(f"{data}: flow matching trains faster: {verdict}: {key} of fm vs ddpm along the same budget: " +
+                       "; ".join(f"{a:.3g} vs {b:.3g} at {sa:.0f} s / {sb:.0f} s" for _, sa, a, sb, b in pairs) + ".")
+    srows = [r for r in ok if r["suite"] == "samplers" and r.get("fid") is not None]
+    for data in sorted({r["data"] for r in srows}, key=lambda d: (d not in TOYS, d)):
+        rd = [r for r in srows if r["data"] == data]
+        base = next((r for r in rd if r["model"] == "ddpm" and r["sampler"] == "ddpm-1000"), None)
+        dd = [r for r in rd if r["model"] == "ddpm" and _method(r) in ("ddim", "dpm++2m") and r.get("eta", 0) == 0]
+        fm_rows = [r for r in rd if r["model"] == "fm"]
+        if base and dd and fm_rows:  # "straighter trajectories (fewer ODE steps)"
+            fm_ref = min(r["fid"] for r in fm_rows)
+            need = lambda rs, ref: min((r["nfe"] for r in rs if r["fid"] <= 1.1 * ref), default=None)  # noqa: E731
+            n_fm, n_dd = need(fm_rows, fm_ref), need(dd, base["fid"])
+            verdict = "n/a" if n_fm is None or n_dd is None else "holds" if n_fm < n_dd else "does NOT hold"
+            out.append(f"{data}: straighter trajectories, fewer ODE steps: {verdict}: fm.py's ODE comes within 10% of "
+                       f"its best FID ({fm_ref:.2f}) at {n_fm} network calls; ddpm.py's deterministic samplers "
+                       f"(DDIM eta 0, DPM-Solver++) come within 10% of DDPM 1000 ({base['fid']:.2f}) at "
+                       f"{n_dd if n_dd is not None else 'none of their settings (up to ' + str(int(max(r['nfe'] for r in dd))) + ')'}"
+                       f" calls. fm Euler: " + ", ".join(f"{r['nfe']:.0f} calls FID {r['fid']:.1f}"
+                                                          for r in sorted(fm_rows, key=lambda r: r["nfe"])
+                                                          if _method(r) == "euler") + ".")
+        cm = sorted((r for r in rd if r["model"] == "consistency"), key=lambda r: r["nfe"])
+        if base and cm:  # "consistency: 1-4 steps with a moderate FID penalty"
+            best = min(cm, key=lambda r: r["fid"])
+            verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"
+            out.append(f"{data}: consistency models, 1-4 steps with a moderate FID penalty (taken as at most +50% "
+                       f"over DDPM 1000): {verdict}: " + ", ".join(
+                           f"{r['nfe']:.0f} call(s) FID {r['fid']:.2f} ({100 * (r['fid'] / base['fid'] - 1):+.0f}%)"
+                           for r in cm) + f" against DDPM 1000's {base['fid']:.2f}.")
+        lat = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ldm"}
+        pix = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ddpm"}
+        same = [k for k in lat if k in pix]
+        if same:  # "latent diffusion cuts the per-step cost 16-64x" (~3200x with DDIM-50 against DDPM 1000)
+            k = same[0]
+            ratio = (pix[k]["ms_per_sample"] / pix[k]["nfe"]) / (lat[k]["ms_per_sample"] / lat[k]["nfe"])
+            verdict = "holds" if ratio >= 16 else "does NOT hold"
+            e2e = (f"; end to end, ldm DDIM-50 is {base['ms_per_sample'] / lat[('ddim', 50)]['ms_per_sample']:.0f}x "
+                   f"faster than pixel DDPM 1000 (the lesson: ~3200x)") if base and ("ddim", 50) in lat else ""
+            out.append(f"{data}: latent diffusion cuts the per-step cost 16-64x: {verdict}: one {k[0]} step costs "
+                       f"{ratio:.1f}x less in the latent space (ms per sample / NFE, the decoder included){e2e}.")
+    return out
 
 
 def write_markdown(rows: list[dict], out: Path) -> None:
@@ -783,6 +1067,11 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                                         _fmt(r.get("precision"), ".3f"), _fmt(r.get("recall"), ".3f"),
                                         _fmt(r.get("accuracy"), ".3f"), _fmt(r.get("is"), ".2f"), _fmt(r.get("nfe"), ".0f"),
                                         r["status"]] for r in d_rows]))
+            elif suite == "anomaly":
+                parts.append("AUROC of each family's score (-log p, its bound, or the EBM's energy: higher = less "
+                             "likely) at ranking the OOD versions of the same test digits above the digits: 1 = "
+                             "perfect, 0.5 = chance, below 0.5 = the model finds the OOD images MORE likely.\n")
+                parts.append(anomaly_markdown(d_rows))
             elif suite == "conditional":
                 parts.append(md_table(["model", "setting", "label accuracy", "FID" if images else "Frechet dist.",
                                        "per-class FID: mean / worst (class)", "generative classifier", "precision",
@@ -804,8 +1093,12 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                   "high-quality fraction hq (toys: samples within 3 std of a mode, PacGAN) or FID; diversity: modes "
                   "covered (toys; ties broken by recall) or recall; "
                   "stability: spread of FD/FID over seeds relative to its mean; likelihood: test NLL; speed: ms per "
-                  "sample on this CPU.", "", table, ""]
-        parts += ["### The lesson's claims, one by one", ""] + [f"- {c}" for c in claims(rows)] + [""]
+                  "sample on this CPU; conditional: label accuracy of the conditional suite (absolute tiers: yes from "
+                  f"{CONDITIONAL_TIERS[1]:.0%}, no below {CONDITIONAL_TIERS[0]:.0%}); anomaly: AUROC of the anomaly "
+                  f"suite (yes from {ANOMALY_TIERS[1]:g}, no below {ANOMALY_TIERS[0]:g}). cfg, fm, consistency and "
+                  "ldm are not in the lesson's table: measured and ranked, no verdict.", "", table, ""]
+        parts += ["### The lesson's claims, one by one", ""] + [f"- {c}" for c in claims(rows) + frontier_claims(rows)]
+        parts += [""]
         parts += ["### Where the measurement contradicts the lesson (opposite tier)", ""]
         parts += [f"- {n}" for n in notes] or ["- nothing ranked opposite to the lesson's tier in this run."]
     parts += ["", "Rows whose status is not `ok` name why (a family whose file is missing or fails to import is "
@@ -813,23 +1106,63 @@ def write_markdown(rows: list[dict], out: Path) -> None:
     (out / "results.md").write_text("\n".join(parts) + "\n")
 
 
+# The lesson's sampler table: its speed column, keyed by (family, method, steps) ("k-step": consistency.py's sampler)
+LESSON_SPEED = {("ddpm", "ddpm", 1000): "1x", ("ddpm", "ddim", 50): "20x", ("ddpm", "ddim", 20): "50x",
+                ("ddpm", "dpm++2m", 15): "67x", ("consistency", "k-step", 4): "250x",
+                ("consistency", "k-step", 1): "1000x", ("ldm", "ddim", 50): "3200x"}
+
+
+def _method(r: dict) -> str:
+    return r.get("method") or "k-step"  # consistency.py's settings name only the steps
+
+
 def samplers_markdown(rows: list[dict]) -> str:
+    """The lesson's sampler table: every family's sampler settings against DDPM 1000 (speed end to end, decoder
+    included, and FID), beside the lesson's speed column."""
     ok = [r for r in rows if r["status"] == "ok" and r.get("fid") is not None]
     base = next((r for r in ok if r["sampler"] == "ddpm-1000"), None)
     if base is None:
         return md_table(["sampler", "status"], [[r["sampler"], r["status"]] for r in rows])
     body = []
+    names = {"dpm++2m": "DPM-Solver++(2M)", "k-step": "consistency"}
     for r in ok:
         speed = base["ms_per_sample"] / r["ms_per_sample"]
         drop = r["fid"] - base["fid"]
-        method = r["method"].upper() if r["method"] != "dpm++2m" else "DPM-Solver++(2M)"
+        method = names.get(_method(r), _method(r).upper() if _method(r) in ("ddpm", "ddim") else _method(r))
+        steps = r.get("sampler_steps")
+        extra = (f", eta {r['eta']:g}" if _method(r) == "ddim" and r.get("eta") is not None else "") + \
+            (f", {r['spacing']}" + (f" rho {r['rho']:g}" if r.get("rho") else "") if r.get("spacing") else "")
         body.append([method if r["model"] == base["model"] else f"{r['model']}.py {method}",  # another family's solver
-                     str(r["sampler_steps"]) + (f" (eta {r['eta']:g})" if r["method"] == "ddim" else ""),
-                     f"{speed:.1f}x (NFE {r['nfe']:.0f})", f"{r['fid']:.2f} ({drop:+.2f}, {100 * drop / base['fid']:+.0f}%)",
-                     f"{r['kid']:.4f}", f"{r['precision']:.3f} / {r['recall']:.3f}", f"{r['ms_per_sample']:.2f}"])
-    return md_table(["Method", "Steps", "Relative speed (measured)",
-                     f"{'FID' if rows[0]['data'] not in TOYS else 'Frechet dist.'} (quality drop vs DDPM 1000)", "KID",
-                     "precision / recall", "ms/sample"], body)
+                     f"{steps}{extra}", f"{r['nfe']:.0f}", f"{speed:.1f}x",
+                     LESSON_SPEED.get((r["model"], _method(r), steps), "-"),
+                     f"{r['fid']:.2f} ({drop:+.2f}, {100 * drop / base['fid']:+.0f}%)",
+                     _fmt(r.get("confident"), ".2f"), f"{r['precision']:.3f} / {r['recall']:.3f}",
+                     f"{r['ms_per_sample']:.2f}"])
+    return md_table(["Method", "Steps", "NFE", "Relative speed (measured, end to end)", "Lesson's speed",
+                     f"{'FID' if rows[0]['data'] not in TOYS else 'Frechet dist.'} (change vs DDPM 1000)",
+                     "classifier > 90% sure", "precision / recall", "ms/sample"], body)
+
+
+def anomaly_markdown(rows: list[dict]) -> str:
+    ok = [r for r in rows if r["status"] == "ok"]
+    return md_table(["model", "score (mean on test digits)", *[f"AUROC {k}" for k in OOD], "AUROC mean",
+                     "mean score: " + " / ".join(OOD), "n per set", "ms / example"],
+                    [[r["model"], f"{r['score']}: {r['score_test']:.3f}", *[_fmt(r[f"auroc_{k}"], ".3f") for k in OOD],
+                      _fmt(r["auroc_mean"], ".3f"), " / ".join(_fmt(r[f"score_{k}"], ".3g") for k in OOD),
+                      str(r["n_samples"]), _fmt(r.get("ms_per_example"), ".3g")] for r in ok] +
+                    [[r["model"], r["status"], *["-"] * (len(OOD) + 4)] for r in rows if r["status"] != "ok"])
+
+
+def _finish_axes(ax, data: str, xlabel: str, ylabel: str, title: str) -> None:
+    """Log x (and log FID on images), labels, a small legend and a light grid."""
+    ax.set_xscale("log")
+    if data not in TOYS:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
 
 
 def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
@@ -876,24 +1209,43 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
         fig, axes = plt.subplots(1, len(sdata), figsize=(5 * len(sdata), 3.6), dpi=80, squeeze=False)
         for ax, d in zip(axes[0], sdata):
             rd = [r for r in srows if r["data"] == d]
-            for label, sel, style in (("DDIM eta 0", lambda r: r["method"] == "ddim" and r["eta"] == 0, "o-"),
-                                      ("DDIM eta 1", lambda r: r["method"] == "ddim" and r["eta"] == 1, "s-"),
-                                      ("DPM-Solver++(2M)", lambda r: r["method"] == "dpm++2m", "^-"),
-                                      ("DDPM ancestral", lambda r: r["method"] == "ddpm", "k*")):
-                pts = sorted((r["nfe"], r["fid"]) for r in rd if sel(r))
+            dd = [r for r in rd if r["model"] == "ddpm"]
+            for label, sel, style in (("DDIM eta 0", lambda r: _method(r) == "ddim" and r["eta"] == 0, "o-"),
+                                      ("DDIM eta 1", lambda r: _method(r) == "ddim" and r["eta"] == 1, "s-"),
+                                      ("DPM-Solver++(2M), lambda", lambda r: _method(r) == "dpm++2m" and
+                                       r.get("spacing") != "karras", "^-"),
+                                      ("DPM-Solver++(2M), karras", lambda r: _method(r) == "dpm++2m" and
+                                       r.get("spacing") == "karras", "v-"),
+                                      ("DDPM ancestral", lambda r: _method(r) == "ddpm", "k*")):
+                pts = sorted((r["nfe"], r["fid"]) for r in dd if sel(r))
                 if pts:
-                    ax.plot(*zip(*pts), style, label=label, ms=5)
-            for m, method in sorted({(r["model"], r["method"]) for r in rd if r["model"] != "ddpm"}):  # other families
-                pts = sorted((r["nfe"], r["fid"]) for r in rd if (r["model"], r["method"]) == (m, method))
+                    ax.plot(*zip(*pts), style, label=f"ddpm.py {label}", ms=5)
+            for m, method in sorted({(r["model"], _method(r)) for r in rd if r["model"] != "ddpm"}):  # other families
+                pts = sorted((r["nfe"], r["fid"]) for r in rd if (r["model"], _method(r)) == (m, method))
                 ax.plot(*zip(*pts), "x--", label=f"{m}.py {method}", ms=5)
-            ax.set_xscale("log")
-            ax.set_xlabel("network calls per sample (NFE)")
-            ax.set_ylabel("FID (fid.py MNIST features)" if d not in TOYS else "Frechet distance (coordinates)")
-            ax.set_title(f"Samplers on {d}: quality against NFE (n = {rd[0]['n_samples']})", fontsize=9)
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
+            _finish_axes(ax, d, "network calls per sample (NFE)",
+                         "FID (fid.py MNIST features)" if d not in TOYS else "Frechet distance (coordinates)",
+                         f"Samplers on {d}: quality against NFE (n = {rd[0]['n_samples']})")
         fig.tight_layout()
         fig.savefig(out / "fid_vs_nfe.png")
+        plt.close(fig)
+    crows = [r for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist") and r.get("curve")]
+    cdata = sorted({r["data"] for r in crows}, key=lambda d: (d not in TOYS, d))
+    if crows:  # the learning curves: quality against seconds of training, every family, one panel per data set
+        fig, axes = plt.subplots(1, len(cdata), figsize=(5 * len(cdata), 3.6), dpi=80, squeeze=False)
+        for ax, d in zip(axes[0], cdata):
+            for r in sorted((r for r in crows if r["data"] == d), key=lambda r: r["model"]):
+                key = "hq" if d in TOYS else "fid"
+                pts = [(p["sec"], p[key]) for p in r["curve"] if p.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), "o-" if r["model"].split("+")[0] in ("ddpm", "fm", "ldm", "consistency")
+                            else "x--", label=f"{r['model']} ({r['curve_sampler']})", ms=4)
+            _finish_axes(ax, d, "seconds of training (this CPU)",
+                         "FID (fid.py MNIST features), lower is better" if d not in TOYS else
+                         "high-quality fraction hq, higher is better",
+                         f"Learning curves on {d} (mean of {crows[0]['seeds']} seed(s))")
+        fig.tight_layout()
+        fig.savefig(out / "curves.png")
         plt.close(fig)
 
 
@@ -904,7 +1256,8 @@ app = training.App(help="Train every generative model on the same data and budge
 
 def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int = 0, out: str = "bench",
         runs: str = "runs/bench", families: str = "", device: str = "cpu", threads: int = 0, samples: int = 0,
-        samplers_data: str = "grid25,mnist5k", verbose: bool = True, data: str = "") -> list[dict]:
+        samplers_data: str = "grid25,mnist5k", verbose: bool = True, data: str = "", defaults: bool = False,
+        ckpt: str = "") -> list[dict]:
     """The Python entry: run one suite (or all), merge its rows into <out>/results.json (replacing the rows of the
     same suite, data set and model), write the report."""
     training.check(suite in SUITES + ("all",), f"unknown --suite {suite!r}; use {', '.join(SUITES)} or all")
@@ -917,6 +1270,12 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
                    f"unknown --data {data!r}; use data set names, comma-separated")
     training.check(all(d.strip() in datasets.DATASETS for d in samplers_data.split(",")),
                    f"unknown --samplers-data {samplers_data!r}; use data set names, comma-separated")
+    ckpts = {}
+    for item in (c.strip() for c in ckpt.split(",") if c.strip()):
+        fam_name, _, path = item.partition("=")
+        training.check(fam_name in MODELS and path, f"--ckpt {item!r}: use NAME=PATH with NAME one of {', '.join(MODELS)}")
+        training.check(Path(path).is_file(), f"--ckpt {item!r}: no checkpoint file at {path}")
+        ckpts[fam_name] = path
     if threads:
         torch.set_num_threads(threads)
     os.environ.setdefault("GENMODELS_QUIET", "1")  # no progress bars from the trainers
@@ -932,7 +1291,9 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
 
     new_rows = []
     for s in (SUITES if suite == "all" else (suite,)):
-        cfg = dict(suite=s, quick=quick, data=tuple(d.strip() for d in data.split(",") if d.strip()), budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET)[s],
+        cfg = dict(suite=s, quick=quick, data=tuple(d.strip() for d in data.split(",") if d.strip()),
+                   budget_given=budget, budget=budget or (QUICK_BUDGET if quick else BUDGET).get(s, 0.0),
+                   curve=(QUICK_CURVE if quick else CURVE).get(s), defaults=defaults, ckpts=ckpts,
                    seeds=seeds or (1 if quick or s != "toy" else 3),
                    n=samples or ((500 if s == "toy" else 100) if quick else 2500 if s == "toy" else 200),
                    n_real=500 if quick else 5000 if s == "toy" else 1000, samples=samples)
@@ -974,10 +1335,11 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
 
 @app.command()
 def main(
-    suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | conditional | all")] = "toy",
+    suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | conditional | anomaly | all")]
+    = "toy",
     quick: Annotated[bool, typer.Option(help="tiny budgets, 1 seed, few samples (< 3 min on 2 CPU cores)")] = False,
     budget: Annotated[float, typer.Option(help="seconds of training loop per model (0 = the suite's default: "
-                                               "toy 12, mnist 60; quick 1 / 3)")] = 0.0,
+                                               "toy 60, mnist 60 x 5 = 300; quick 1 / 3)")] = 0.0,
     seeds: Annotated[int, typer.Option(help="seeds per model (0 = 3 on toy, 1 elsewhere and with --quick)")] = 0,
     out: Annotated[str, typer.Option(help="folder for results.json, results.md, samples.png, fid_vs_nfe.png")] = "bench",
     runs: Annotated[str, typer.Option(help="folder for checkpoints (reused when their config matches) and the plan")]
@@ -987,15 +1349,22 @@ def main(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
     samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 200 on mnist5k, 100 for mnist5k "
-                                                "samplers)")]
+                                                "samplers, 1,000 conditional; anomaly: test digits per set, 200)")]
     = 0,
-    samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers, guidance and conditional suites, "
+    samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers, guidance, conditional and anomaly "
+                                                    "suites (anomaly: image sets only), "
                                                     "comma-separated")]
     = "grid25,mnist5k",
     data: Annotated[str, typer.Option(help="data set(s) of the toy / mnist suite (default grid25,ring8 / mnist5k)")] = "",
+    defaults: Annotated[bool, typer.Option(help="setting suites (samplers, anomaly, ...): each family at its own "
+                                                "defaults (train()'s steps, the README's commands), not the budget")]
+    = False,
+    ckpt: Annotated[str, typer.Option(help="setting suites: use these checkpoints, NAME=PATH,... (e.g. "
+                                           "ddpm=runs/ddpm-mnist5k/ckpt.pt)")] = "",
 ) -> None:
     """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
-    run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data, data=data)
+    run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data, data=data,
+        defaults=defaults, ckpt=ckpt)
 
 
 if __name__ == "__main__":

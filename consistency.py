@@ -510,6 +510,9 @@ BENCH = {
     "network": "net",
     "batch": 1000,
     "samplers": [{"sampler": f"{k}-step", "steps": k} for k in (1, 2, 4)],
+    # bench --defaults (the samplers suite at each family's own defaults): distil ddpm.py's default model (CD), as
+    # the README's `python consistency.py train --teacher runs/ddpm-mnist5k/ckpt.pt`
+    "defaults": {"images": {"teacher": "@ddpm"}},
 }
 
 

@@ -445,7 +445,7 @@ def likelihood(model: DDPM, x: torch.Tensor, *, n_t: int | None = 100, seed: int
     The noise comes from `generator` (default: a CPU generator seeded with `seed`), running through the batches.
     Images: {"nll_bpd"}, 8-bit data under the discretized decoder, bits/dim = nats / (D ln 2) (bits_per_dim).
     Points: {"nll_nats"}; the bound is computed in the normalized space z = (x - shift) / scale, and by the change of
-    variables -log p(x) = -log p(z) + sum_d log scale_d."""
+    variables -log p(x) = -log p(z) + sum_d log scale_d. "per_example": the bound per example [N], same unit."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     images = len(model.shape) == 3
     dev = model.alpha_bar.device
@@ -454,8 +454,10 @@ def likelihood(model: DDPM, x: torch.Tensor, *, n_t: int | None = 100, seed: int
     out = {"kind": "bound", "n": len(x), "n_t": n_t or model.T}
     if images:
         out["nll_bpd"] = bits_per_dim(L.mean().item(), x[0].numel())  # nats -> bits per dimension
+        out["per_example"] = bits_per_dim(L.cpu(), x[0].numel())  # [N], the anomaly score of bench.py
     else:
         out["nll_nats"] = (L.mean() + model.scale.log().sum()).item()  # + sum_d log scale_d
+        out["per_example"] = (L + model.scale.log().sum()).cpu()
     return out
 
 
@@ -696,6 +698,9 @@ BENCH = {
     "quick_likelihood": {"points": {"n": 200, "n_t": 50, "seed": 0}, "images": {"n": 200, "n_t": 50, "seed": 0}},
     "network": "net",  # eps_theta: one call per sampler step
     "batch": 1000,
+    # the mnist suite's backbone variants (rows "ddpm+dit"): the same recipe on nets.py's DiT (DiT-S/4)
+    "variants": {"dit": {"images": {"net": "dit"}}},
+    "curve_sampler": "dpm++2m-20",  # the setting that scores bench's learning-curve snapshots (cheaper than ddpm-1000)
     # the samplers suite: quality against NFE on one checkpoint (log-SNR spacing, as its committed rows; then the
     # images' default spacing, karras with rho = 3)
     "samplers": [{"sampler": "ddpm-1000", "method": "ddpm", "steps": 1000, "eta": 1.0}]

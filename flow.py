@@ -369,7 +369,7 @@ def generate(model: Flow, n: int, *, generator: torch.Generator | None = None, y
 def likelihood(model: Flow, x: torch.Tensor, *, seed: int = 0, batch: int = 256, y: torch.Tensor | None = None) -> dict:
     """Exact mean -log p on data x in data space; kind "exact". Points: {"nll_nats"}. Images: {"nll_bpd"} of
     y = dequantize(x), one draw of u per image from a generator seeded with `seed` (the bpd protocol above).
-    Conditional flow: -log p(x|c) with class labels y [N], the marginal -log p(x) without."""
+    Conditional flow: -log p(x|c) with class labels y [N], the marginal -log p(x) without. "per_example": [N]."""
     dev = model.shift.device
     g = torch.Generator(dev).manual_seed(seed)
     per = []
@@ -380,8 +380,8 @@ def likelihood(model: Flow, x: torch.Tensor, *, seed: int = 0, batch: int = 256,
             per.append(bits_per_dim(model.log_prob(dequantize(xb, g), lb), math.prod(model.shape)).cpu())
         else:
             per.append(-model.log_prob(xb, lb).cpu())  # -log p(x), nats
-    value = float(torch.cat(per).mean())
-    return {"nll_bpd" if model.images else "nll_nats": value, "kind": "exact", "n": len(x)}
+    per = torch.cat(per)  # [N], in the unit of the mean: the anomaly score of bench.py
+    return {"nll_bpd" if model.images else "nll_nats": float(per.mean()), "kind": "exact", "n": len(x), "per_example": per}
 
 
 # ----------------------------------------------------------------------------------------------------- commands
@@ -573,6 +573,7 @@ BENCH = {
     "claim": "exact likelihood, slowish",
     "kinds": ("points", "images"),
     "options": {"points": {}, "images": {}},
+    "defaults": {kind: {"steps": d["steps"]} for kind, d in DEFAULTS.items()},  # bench --defaults: train's per-kind steps
     "quick": {"points": {"hidden": 16, "blocks": 2}, "images": {"hidden": 8, "blocks": 1}},
     "settings": {"points": [{"sampler": "f^-1(z)"}], "images": [{"sampler": "f^-1(z)"}]},
     "quick_settings": {"points": [{"sampler": "f^-1(z)"}], "images": [{"sampler": "f^-1(z)"}]},

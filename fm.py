@@ -320,7 +320,8 @@ def likelihood(model: FM, x: torch.Tensor, *, steps: int = 50, method: str = "mi
     """Mean -log p(x) over data-space x by log_likelihood (unconditional velocity), kind "exact" (up to the ODE
     solver's error; Hutchinson's is unbiased). exact None: the trace for points, Hutchinson for images. The noise
     (dequantization, probes) comes from `generator` (default: seeded with `seed`). Points: {"nll_nats"}, with
-    log p(x) = log p(z) - sum_d log scale_d for z = normalize(x). Images: {"nll_bpd"} of z = dequantize(x)."""
+    log p(x) = log p(z) - sum_d log scale_d for z = normalize(x). Images: {"nll_bpd"} of z = dequantize(x).
+    "per_example": [N], same unit."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     images, dev = len(model.shape) == 3, model.shift.device
     exact = not images if exact is None else exact
@@ -332,9 +333,11 @@ def likelihood(model: FM, x: torch.Tensor, *, steps: int = 50, method: str = "mi
     out = {"kind": "exact", "n": len(x), "steps": steps, "method": method, "spacing": spacing, "nfe": nfe(method, steps),
            "divergence": "exact" if exact else "hutchinson"}
     if images:
-        out["nll_bpd"] = float(bits_per_dim(logp, x[0].numel()).mean())
+        out["per_example"] = bits_per_dim(logp, x[0].numel())  # [N], the anomaly score of bench.py
+        out["nll_bpd"] = float(out["per_example"].mean())
     else:
         out["nll_nats"] = float(-logp.mean() + model.scale.log().sum().cpu())
+        out["per_example"] = -logp + model.scale.log().sum().cpu()
     return out
 
 
@@ -641,6 +644,7 @@ BENCH = {
     "quick_likelihood": {"points": {"n": 200, "steps": 10, "seed": 0}, "images": {"n": 20, "steps": 5, "seed": 0}},
     "network": "net",  # v_theta: 1 call per Euler step, 2 per midpoint or Heun step
     "batch": 1000,
+    "variants": {"dit": {"images": {"net": "dit"}}},  # the mnist suite's backbone variant (rows "fm+dit")
     # the samplers suite: quality against network calls on one checkpoint
     "samplers": [{"sampler": f"euler-{k}", "method": "euler", "steps": k} for k in (1, 2, 4, 8, 16, 32)]
     + [{"sampler": f"{m}-{k}", "method": m, "steps": k} for m in ("midpoint", "heun") for k in (1, 2, 4, 8, 16)],

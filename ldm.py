@@ -150,7 +150,7 @@ def likelihood(model: LDM, x: torch.Tensor, *, n_t: int | None = 50, seed: int =
     """The LSGM bound (LDM.bound_terms with the latent DDPM's L_vlb, n_t stratified timesteps per example, 0 or None:
     all T) averaged over the examples x (data space); kind "bound". Images: {"nll_bpd"} under vae.py's protocol
     (log p(y) = log P(k) + D log 256 for the discretized logistic decoder, so bits/dim = nats / (D ln 2)); points:
-    {"nll_nats"}. Extra keys: the mean of each piece in nats (rec_nats, log_q_nats, prior_nats)."""
+    {"nll_nats"}. Extra keys: the mean of each piece in nats (rec_nats, log_q_nats, prior_nats), per_example [N]."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     dev = model.scale_factor.device
 
@@ -158,14 +158,16 @@ def likelihood(model: LDM, x: torch.Tensor, *, n_t: int | None = 50, seed: int =
         return model.diffusion.vlb(z_s, n_t or None, discrete=False, generator=g)
 
     parts = [model.bound_terms(xb.to(dev), prior_nll, g) for xb in x.split(batch_size)]
-    mean = {k: torch.cat([p[k].double().cpu() for p in parts]).mean().item() for k in parts[0]}
+    per = {k: torch.cat([p[k].double().cpu() for p in parts]) for k in parts[0]}  # [N] each, nats
+    mean = {k: v.mean().item() for k, v in per.items()}
     out = {"kind": "bound", "n": len(x), "n_t": n_t or model.diffusion.T,
            **{f"{k}_nats": v for k, v in mean.items() if k != "total"}}
     if model.ae.likelihood == "gaussian":
-        out["nll_nats"] = mean["total"]
+        out["nll_nats"], out["per_example"] = mean["total"], per["total"].float()
     else:
         D = x[0].numel()
-        out["nll_bpd"] = float(vae.bits_per_dim(torch.tensor(-mean["total"] + D * math.log(256)), D))
+        bpd = vae.bits_per_dim(-per["total"] + D * math.log(256), D)  # [N], the anomaly score of bench.py
+        out["nll_bpd"], out["per_example"] = float(bpd.mean()), bpd.float()
     return out
 
 
@@ -400,6 +402,9 @@ BENCH = {
     "quick_likelihood": {"images": {"n": 100, "n_t": 20, "seed": 0}},
     "network": "denoiser",  # eps_theta: one call per sampler step (plus one decoder call per sample)
     "batch": 1000,
+    # the samplers suite: the lesson's "latent diffusion + DDIM-50" row, and DPM-Solver++ beside ddpm.py's
+    "samplers": [{"sampler": "ddim-50", "method": "ddim", "steps": 50, "eta": 0.0, "spacing": "lambda"},
+                 {"sampler": "dpm++2m-20", "method": "dpm++2m", "steps": 20, "eta": 0.0, "spacing": "lambda"}],
     # the conditional suite: train --labels (the latent DDPM with cfg.py's guidance), s = 1 and s = 2 (README's best)
     "conditional_options": {"labels": True},
     "conditional": [{"sampler": "dpm++2m-20 s=1", "method": "dpm++2m", "steps": 20, "guidance": 1.0},

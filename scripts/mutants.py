@@ -285,7 +285,7 @@ add("ldm-scale-not-inverted", "ldm.py", "s = 1 / mu.std().item()", "s = mu.std()
 add("ldm-encode-unscaled", "ldm.py", "return self.scale_factor * self.ae.encode(x)[0]", "return self.ae.encode(x)[0]", UNIT)
 add("ldm-decode-unscaled", "ldm.py", "return self.ae.mean(z / self.scale_factor)", "return self.ae.mean(z)", UNIT)
 add("ldm-train-on-logvar", "ldm.py", "ae.encode(xb.to(dev))[0] for xb", "ae.encode(xb.to(dev))[1] for xb", UNIT)
-add("ldm-bpd-no-log256", "ldm.py", "torch.tensor(-mean[\"total\"] + D * math.log(256))", "torch.tensor(-mean[\"total\"])", LIK)
+add("ldm-bpd-no-log256", "ldm.py", "bpd = vae.bits_per_dim(-per[\"total\"] + D * math.log(256), D)", "bpd = vae.bits_per_dim(-per[\"total\"], D)", LIK)
 add("ldm-prior-discrete-l0", "ldm.py", "n_t or None, discrete=False, generator=g)", "n_t or None, discrete=True, generator=g)", LIK)
 add("ldm-latents-clipped", "ldm.py", "x0_clip=x0_clip, batch_size=batch_size)  # [n, *latent_shape]", "x0_clip=1.0, batch_size=batch_size)  # [n, *latent_shape]", GEN)
 add("ldm-ae-beta-ignored", "ldm.py", "beta=ae_beta, steps=ae_steps", "beta=1.0, steps=ae_steps",
@@ -368,6 +368,36 @@ PER_CLASS = "tests/test_bench.py::test_per_class_accuracy_and_stratified_fid_by_
 add("bench-per-class-fid-all-reference", "bench.py", "fid.fid(ref.feats[(ref.y == c).numpy()], f[(y == c).numpy()])", "fid.fid(ref.feats, f[(y == c).numpy()])", PER_CLASS)
 add("bench-per-class-accuracy-overall", "bench.py", "round(float(hit[y == c].mean()), 4)", "round(float(hit.mean()), 4)", PER_CLASS)
 add("bench-per-class-worst-is-best", "bench.py", "classes[int(np.argmax(fids))]", "classes[int(np.argmin(fids))]", PER_CLASS)
+# bench.py (issue 21): AUROC, the OOD sets, the anomaly row, the learning-curve chain, the frontier claims, the tiers
+T_AUC, T_OOD, T_ROW = ("tests/test_bench.py::test_auroc_is_the_pair_count_with_half_ties",
+                       "tests/test_bench.py::test_ood_sets_stay_on_the_8_bit_grid_and_keep_what_they_claim",
+                       "tests/test_bench.py::test_anomaly_row_by_hand")
+add("bench-auroc-ties-count-nothing", "bench.py", "ranks = rankdata(np.concatenate([a, b]))  # average ranks for ties",
+    "ranks = rankdata(np.concatenate([a, b]), method='min')", T_AUC)
+add("bench-auroc-wrong-u-offset", "bench.py", "(ranks[len(a):].sum() - len(b) * (len(b) + 1) / 2)", "(ranks[len(a):].sum() - len(b) * len(b) / 2)", T_AUC)
+add("bench-ood-one-permutation", "bench.py", "order = torch.rand(flat.shape, generator=g).argsort(1)", "order = torch.rand(flat.shape[1:], generator=g).argsort(0).expand_as(flat)", T_OOD)
+add("bench-ood-flip-upside-down", "bench.py", '"flipped": x.flip(-1)', '"flipped": x.flip(-2)', T_OOD)
+add("bench-ood-noise-off-grid", "bench.py", '"noise": torch.randint(0, 256, x.shape, generator=g).float() / 127.5 - 1', '"noise": torch.rand(x.shape, generator=g) * 2 - 1', T_OOD)
+add("bench-anomaly-auroc-swapped", "bench.py", '**{f"auroc_{k}": auroc(scores["test"], scores[k]) for k in OOD}', '**{f"auroc_{k}": auroc(scores[k], scores["test"]) for k in OOD}', T_ROW)
+T_CHAIN = "tests/test_bench.py::test_curve_snapshot_chain_is_the_same_run"
+add("bench-chain-not-resumed", "bench.py", '**kw, **({"resume": True} if prev else {})', "**kw", T_CHAIN)
+add("bench-chain-seconds-not-added", "bench.py", "            if sec < last:  # a new segment\n                total += last\n", "",
+    "tests/test_bench.py::test_loop_seconds_counts_every_segment_and_sub_run")
+T_FR = "tests/test_bench.py::test_frontier_claims_by_hand"
+add("bench-frontier-within-50-percent", "bench.py", "r[\"fid\"] <= 1.1 * ref), default=None)", "r[\"fid\"] <= 1.5 * ref), default=None)", T_FR)
+add("bench-frontier-consistency-penalty", "bench.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
+    'verdict = "holds" if best["fid"] <= 2 * base["fid"] else "does NOT hold"', T_FR)
+add("bench-tradeoff-anomaly-by-rank", "bench.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',
+    'absolute = {"conditional": CONDITIONAL_TIERS}', "tests/test_bench.py::test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers")
+add("bench-tradeoff-ddpm-conditional-own", "bench.py", 'CONDITIONAL_AS = {"ddpm": "cfg"}', "CONDITIONAL_AS = {}",
+    "tests/test_bench.py::test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers")
+add("bench-samplers-lesson-speed-off", "bench.py", '("consistency", "k-step", 1): "1000x"', '("consistency", "k-step", 1): "100x"',
+    "tests/test_bench.py::test_samplers_table_has_every_family_and_the_lessons_speed")
+# the per-example likelihoods (bench's anomaly scores): their mean is the reported NLL
+T_PER = "tests/test_contract.py::test_same_seed_same_model_and_resume_is_exact"
+add("ddpm-per-example-no-scale", "ddpm.py", 'out["per_example"] = (L + model.scale.log().sum()).cpu()', 'out["per_example"] = L.cpu()', f"{T_PER}[ddpm]")
+add("fm-per-example-sign", "fm.py", 'out["per_example"] = -logp + model.scale.log().sum().cpu()', 'out["per_example"] = logp + model.scale.log().sum().cpu()', f"{T_PER}[fm]")
+add("vae-per-example-elbo", "vae.py", 'res["nll_nats"], res["per_example"] = -res["iwae_nats"], -iw', 'res["nll_nats"], res["per_example"] = -res["iwae_nats"], -el', f"{T_PER}[vae]")
 
 
 # ----------------------------------------------------------------------------------------------------- runner

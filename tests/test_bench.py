@@ -193,3 +193,179 @@ def test_per_class_accuracy_and_stratified_fid_by_hand():
     assert shifted["fid_class_worst_label"] == c and shifted["fid_per_class"][c] > 0.2
     assert all(abs(a - b) < 1e-9 for k, (a, b) in enumerate(zip(shifted["fid_per_class"], right["fid_per_class"]))
                if k != c)
+
+
+# ----------------------------------------------------------------------------------------------------- issue 21
+from hypothesis import given, strategies as st  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import training  # noqa: E402
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=12), st.lists(st.integers(0, 4), min_size=1, max_size=12))
+def test_auroc_is_the_pair_count_with_half_ties(a, b):
+    """AUROC = P(score_out > score_in) + P(tie) / 2 over all pairs; swapping the sets gives 1 - AUROC."""
+    pairs = [1.0 if y > x else 0.5 if y == x else 0.0 for x in a for y in b]
+    assert math.isclose(bench.auroc(a, b), float(np.mean(pairs)), abs_tol=1e-12)
+    assert math.isclose(bench.auroc(a, b) + bench.auroc(b, a), 1.0, abs_tol=1e-12)
+
+
+def test_ood_sets_stay_on_the_8_bit_grid_and_keep_what_they_claim():
+    x = datasets.load("mnist5k", "test").x[:8]
+    sets = bench.ood_sets(x)
+    assert set(sets) == set(bench.OOD)
+    for t in sets.values():
+        k = (t + 1) * 127.5
+        assert t.shape == x.shape and t.min() >= -1 and t.max() <= 1 and torch.allclose(k, k.round(), atol=1e-3)
+    flat, perm = x.flatten(1), sets["permuted"].flatten(1)
+    assert torch.equal(perm.sort(1).values, flat.sort(1).values)  # each image's own pixels: the same histogram
+    assert (perm != flat).any(1).all()  # ... in another order, each image its own:
+    same = bench.ood_sets(x[:1].repeat(4, 1, 1, 1))["permuted"]
+    assert all(not torch.equal(same[0], same[i]) for i in (1, 2, 3))
+    assert torch.equal(sets["flipped"], x.flip(-1)) and torch.equal(sets["inverted"], -x)
+    assert torch.equal(bench.ood_sets(x)["noise"], sets["noise"])  # seeded
+
+
+def test_anomaly_row_by_hand():
+    """With a score that sees only each image's histogram (the sum of its pixels, in a fixed order), the permuted
+    and flipped digits tie with the digits (AUROC 0.5 exactly) and the inverted digits and the noise, much brighter
+    than white-on-black digits, rank above every digit (AUROC 1)."""
+    import types
+
+    mod = types.SimpleNamespace(score=lambda model, x: {"per_example": x.flatten(1).sort(1).values.double().sum(1),
+                                                        "kind": "pixel sum"})
+    r = bench.anomaly_row(bench.Family("fake", mod), None, "mnist5k", {"function": "score"}, 50)
+    assert r["auroc_permuted"] == 0.5 and r["auroc_flipped"] == 0.5
+    assert r["auroc_inverted"] == 1.0 and r["auroc_noise"] == 1.0 and r["auroc_mean"] == 0.75
+    assert r["score"] == "pixel sum (energy)" and r["n_samples"] == 50 and r["score_inverted"] > r["score_test"]
+
+
+def test_loop_seconds_counts_every_segment_and_sub_run(tmp_path):
+    (tmp_path / "ae").mkdir()
+    lines = [{"step": 1, "sec": 1.0}, {"step": 11, "sec": 3.0}, {"step": 12, "sec": 0.5}, {"step": 20, "sec": 1.5}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")  # a run and its resume
+    (tmp_path / "ae" / "metrics.jsonl").write_text(json.dumps({"step": 5, "sec": 4.0}) + "\n")  # ldm's stage 1
+    assert bench._loop_seconds(tmp_path) == pytest.approx(3.0 + 1.5 + 4.0)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_curve_snapshot_chain_is_the_same_run(tmp_path):
+    """A learning curve's snapshots are one run: Runs.checkpoint(prev=...) copies the snapshot before and resumes it,
+    which gives the weights of a straight run of as many steps, and adds up the training seconds."""
+    runs = bench.Runs(tmp_path, "cpu", quick=True)
+    fam, _ = bench.import_family("ddpm")
+    opts = fam.options("points", True)
+    straight, _ = runs.checkpoint(fam, "ring8", opts, 40, 0)
+    half, first = runs.checkpoint(fam, "ring8", opts, 20, 0, label="half")
+    chained, info = runs.checkpoint(fam, "ring8", opts, 40, 0, prev=half, label="chain")
+    a, b = training.load_checkpoint(straight), training.load_checkpoint(chained)
+    assert a["step"] == b["step"] == 40 and training.load_checkpoint(half)["step"] == 20
+    for k, v in a["models"]["model"].items():
+        assert torch.equal(v, b["models"]["model"][k]), k
+    assert info["train_seconds"] > first["train_seconds"] > 0 and info["steps"] == 40
+    logged = [s for s, _ in bench._log_seconds(chained.parent)]  # resumed: steps 1-20 were not trained again
+    assert logged == sorted(set(logged)) and logged[-1] == 40 and any(s <= 20 for s in logged)
+    again, same = runs.checkpoint(fam, "ring8", opts, 40, 0, prev=half, label="chain")  # reused, same numbers
+    assert same["reused"] and same["train_seconds"] == info["train_seconds"]
+
+
+def _samplers_rows():
+    base = dict(suite="samplers", data="mnist5k", status="ok", precision=0.5, recall=0.5, kid=0.0, confident=0.5)
+    return [dict(base, model="ddpm", sampler="ddpm-1000", method="ddpm", sampler_steps=1000, nfe=1000, fid=10.0,
+                 ms_per_sample=1000.0),
+            dict(base, model="ddpm", sampler="ddim-50", method="ddim", eta=0.0, sampler_steps=50, nfe=50, fid=10.5,
+                 ms_per_sample=50.0),
+            dict(base, model="ddpm", sampler="ddim-20", method="ddim", eta=0.0, sampler_steps=20, nfe=20, fid=14.0,
+                 ms_per_sample=20.0),
+            dict(base, model="fm", sampler="euler-4", method="euler", sampler_steps=4, nfe=4, fid=12.0, ms_per_sample=4.0),
+            dict(base, model="fm", sampler="euler-16", method="euler", sampler_steps=16, nfe=16, fid=11.5,
+                 ms_per_sample=16.0),
+            dict(base, model="consistency", sampler="1-step", sampler_steps=1, nfe=1, fid=14.0, ms_per_sample=1.0),
+            dict(base, model="consistency", sampler="4-step", sampler_steps=4, nfe=4, fid=16.0, ms_per_sample=4.0),
+            dict(base, model="ldm", sampler="ddim-50", method="ddim", eta=0.0, sampler_steps=50, nfe=50, fid=12.0,
+                 ms_per_sample=2.5)]
+
+
+def test_frontier_claims_by_hand():
+    rows = _samplers_rows()
+    text = "\n".join(bench.frontier_claims(rows))
+    # fm is within 10% of its best (11.5) at 4 calls; ddpm's deterministic samplers within 10% of DDPM 1000 at 50
+    assert "fewer ODE steps: holds" in text and "at 4 network calls" in text and "1000 (10.00) at 50 calls" in text
+    assert "(taken as at most +50% over DDPM 1000): holds: 1 call(s) FID 14.00 (+40%)" in text
+    assert "costs 20.0x less" in text and "DDIM-50 is 400x faster" in text  # 1 ms / 0.05 ms per call; 1000 / 2.5
+    rows[5]["fid"] = 15.5  # the best consistency FID is now 55% over DDPM 1000
+    rows[3]["fid"] = 20.0  # fm needs 16 calls now, ddpm 50: still fewer
+    text = "\n".join(bench.frontier_claims(rows))
+    assert "over DDPM 1000): does NOT hold" in text and "at 16 network calls" in text
+    rows[4]["fid"], rows[4]["nfe"] = 11.5, 64  # fm's best needs 64 calls: more than ddpm's 50
+    assert "fewer ODE steps: does NOT hold" in "\n".join(bench.frontier_claims(rows))
+    curve = lambda fids: [dict(frac=f, sec=300 * f, fid=v) for f, v in zip((0.2, 0.5, 1.0), fids)]  # noqa: E731
+    mnist = dict(suite="mnist", data="mnist5k", status="ok", sampler="x")
+    fast = [dict(mnist, model="fm", curve=curve([30, 20, 10])), dict(mnist, model="ddpm", curve=curve([40, 25, 12]))]
+    assert "flow matching trains faster: holds" in "\n".join(bench.frontier_claims(fast))
+    fast[0]["curve"][2]["fid"] = 13
+    assert "flow matching trains faster: partly" in "\n".join(bench.frontier_claims(fast))
+
+
+def test_samplers_table_has_every_family_and_the_lessons_speed():
+    md = bench.samplers_markdown(_samplers_rows())
+    lines = {tuple(c.strip("| ") for c in line.split(" | ")[:2]): line for line in md.splitlines()}
+    assert "| 1x |" in lines[("DDPM", "1000")] and "| 20x |" in lines[("DDIM", "50, eta 0")]
+    assert "| 50x |" in lines[("DDIM", "20, eta 0")] and "| 250x |" in lines[("consistency.py consistency", "4")]
+    assert "| 1000x |" in lines[("consistency.py consistency", "1")] and "| 3200x |" in lines[("ldm.py DDIM", "50, eta 0")]
+    lines["ldm.py DDIM"] = lines[("ldm.py DDIM", "50, eta 0")]
+    assert "400.0x" in lines["ldm.py DDIM"] and "+20%" in lines["ldm.py DDIM"]  # measured speed, FID change
+
+
+def test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers():
+    mnist = dict(suite="mnist", data="mnist5k", status="ok", sampler="s", precision=0.5, recall=0.5, nfe=1,
+                 ms_per_sample=1.0, seeds=1)
+    rows = [dict(mnist, model=m, fid=f) for m, f in (("vae", 50.0), ("gan", 40.0), ("flow", 60.0), ("ddpm", 20.0))]
+    rows += [dict(suite="conditional", data="mnist5k", status="ok", model="vae", accuracy=0.85),
+             dict(suite="conditional", data="mnist5k", status="ok", model="cfg", accuracy=0.3),
+             dict(suite="anomaly", data="mnist5k", status="ok", model="flow", auroc_mean=0.5,
+                  **{f"auroc_{k}": 0.5 for k in bench.OOD}),
+             dict(suite="anomaly", data="mnist5k", status="ok", model="vae", auroc_mean=0.8,
+                  **{f"auroc_{k}": 0.8 for k in bench.OOD})]
+    table, notes = bench.tradeoff(rows)
+    cells = {line.split(" | ")[1].split(" ")[0]: line.split(" | ") for line in table.splitlines()[2:]}
+    assert "label accuracy 0.85 agrees" in cells["vae"][7]  # yes from 0.8
+    assert "label accuracy 0.30 (cfg.py) CONTRADICTS" in cells["ddpm"][7]  # the lesson's yes, measured below 0.5
+    assert "mean 0.80 agrees" in cells["vae"][8]  # approximate: 0.7-0.9
+    assert "mean 0.50 CONTRADICTS" in cells["flow"][8] and "measured: none" in cells["gan"][8]
+    assert any("flow anomaly" in n for n in notes) and any("ddpm conditional" in n for n in notes)
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_anomaly_suite_quick(tmp_path):
+    """`--suite anomaly`: the families with a likelihood or an energy on images, an AUROC per OOD set."""
+    rows = bench.run("anomaly", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"),
+                     samplers_data="grid25,mnist5k", families="gan,flow,ebm", verbose=False)
+    assert {(r["model"], r["data"]) for r in rows} == {("flow", "mnist5k"), ("ebm", "mnist5k")}  # images only
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert all(0 <= r[f"auroc_{k}"] <= 1 for k in bench.OOD) and r["n_samples"] == 16, r
+        assert math.isfinite(r["score_test"]) and r["steps"] >= 1, r
+    score = {r["model"]: r["score"] for r in rows}
+    assert score == {"flow": "exact (bits/dim)", "ebm": "energy (energy)"}
+    assert "## anomaly: mnist5k" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("ckpt", ["nosuch=x.pt", "ddpm=/no/such/ckpt.pt", "ddpm"])
+def test_bad_ckpt_is_one_line(ckpt, tmp_path):
+    assert_one_line_error(run_cli("bench.py", "--suite", "samplers", "--ckpt", ckpt, "--out", tmp_path / "o",
+                                  "--runs", tmp_path / "r"))
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_mnist_suite_runs_the_backbone_variant(tmp_path):
+    """BENCH "variants": fm.py's DiT trains and is scored as its own row (fm+dit) beside the UNet's, with its own
+    checkpoint (net = dit in its saved config)."""
+    rows = bench.run("mnist", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), families="fm",
+                     verbose=False)
+    by = {r["model"]: r for r in rows}
+    assert set(by) == {"fm", "fm+dit"} and all(r["status"] == "ok" for r in rows), rows
+    assert by["fm+dit"]["fid"] > 0 and by["fm+dit"]["curve"][-1]["fid"] == by["fm+dit"]["fid"]
+    ckpts = list((tmp_path / "runs" / "mnist5k").glob("fm+dit-s0-*/ckpt.pt"))
+    assert len(ckpts) == 1 and training.load_checkpoint(ckpts[0])["config"]["net"] == "dit"

@@ -106,6 +106,13 @@ def check_surface(mod, ckpt) -> None:
             inspect.signature(mod.train).bind(**opts)
         if B.get("conditional"):  # bench's conditional suite: its train switch binds, its settings bind to generate
             inspect.signature(mod.train).bind(**B["options"][kind], **B.get("conditional_options", {}))
+        for variant in (B.get("variants") or {}).values():  # the mnist suite's other backbones: their options bind
+            if kind in variant:
+                inspect.signature(mod.train).bind(**B["options"][kind], **variant[kind])
+        extra = (B.get("defaults") or {}).get(kind) or {}  # setting suites' --defaults: "@name" = that family's ckpt
+        inspect.signature(mod.train).bind(**{k: ("c.pt" if str(v).startswith("@") else v) for k, v in extra.items()})
+        if B.get("curve_sampler") and kind == "points":  # the learning curve's setting is one of the settings
+            assert B["curve_sampler"] in [s["sampler"] for s in B["settings"][kind]]
         for spec in (B.get("classifier"), B.get("quick_classifier")):
             if spec is not None:  # the generative classifier: the file's classify command
                 inspect.signature(mod.classify).bind(ckpt="c.pt", device="cpu", seed=0, **spec)
@@ -130,6 +137,11 @@ def check_surface(mod, ckpt) -> None:
         spec = (B.get("quick_likelihood") or B.get("likelihood") or {}).get("points") or {}
         r = likelihood(model, data.load(model_data(ckpt), "test").x[:50], **{k: v for k, v in spec.items() if k != "n"})
         assert r["kind"] in ("exact", "bound", "grid") and np.isfinite(r["nll_nats"])
+        per = r["per_example"]  # bench's anomaly score: one value per example, whose mean is the reported NLL
+        assert per.shape == (50,) and abs(float(per.double().mean()) - r["nll_nats"]) < 1e-4 * max(1, abs(r["nll_nats"]))
+    for kind, spec in (B.get("anomaly") or {}).items():  # a function of the file and its settings
+        spec = dict(spec)
+        inspect.signature(getattr(mod, spec.pop("function"))).bind(model, None, **spec)
 
 
 def model_data(ckpt) -> str:
