@@ -1055,9 +1055,16 @@ def write_markdown(rows: list[dict], out: Path) -> None:
         for data in sorted({r["data"] for r in srows}, key=lambda d: (d not in TOYS, d)):
             d_rows = [r for r in srows if r["data"] == data]
             images = data not in TOYS
+            budgets = {r.get("budget_s") for r in d_rows}
+            firsts = {}
+            for r in d_rows:
+                firsts.setdefault(r["model"], r)
+            trained = (f"Budget {budgets.pop():g} s per model" if len(budgets) == 1 and None not in budgets else
+                       "Checkpoints (own defaults or given): " + "; ".join(
+                           f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps)" for m, r in firsts.items()))
             parts += ["", f"## {suite}: {data}", "",
-                      f"Budget {d_rows[0]['budget_s']:g} s per model, {d_rows[0]['seeds']} seed(s), "
-                      f"{d_rows[0].get('n_samples', '-')} samples against {d_rows[0].get('reference', '-')}.", ""]
+                      f"{trained}, {d_rows[0]['seeds']} seed(s), {d_rows[0].get('n_samples', '-')} samples against "
+                      f"{d_rows[0].get('reference', '-')}.", ""]
             if suite == "samplers":
                 parts.append(samplers_markdown(d_rows))
             elif suite == "guidance":

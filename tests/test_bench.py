@@ -4,6 +4,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -369,3 +370,46 @@ def test_mnist_suite_runs_the_backbone_variant(tmp_path):
     assert by["fm+dit"]["fid"] > 0 and by["fm+dit"]["curve"][-1]["fid"] == by["fm+dit"]["fid"]
     ckpts = list((tmp_path / "runs" / "mnist5k").glob("fm+dit-s0-*/ckpt.pt"))
     assert len(ckpts) == 1 and training.load_checkpoint(ckpts[0])["config"]["net"] == "dit"
+
+
+def test_defaults_resolve_the_teacher_and_the_steps(tmp_path, monkeypatch):
+    """--defaults: a family is trained with train()'s own defaults plus BENCH["defaults"], where "@name" is the
+    checkpoint chosen for that family earlier in the suite (consistency distils ddpm's) and "steps" overrides a
+    per-kind default; --ckpt comes first."""
+    import types
+
+    calls = []
+    runs = bench.Runs(tmp_path, "cpu", quick=True)
+    monkeypatch.setattr(runs, "checkpoint", lambda fam, data, opts, steps, seed, prev=None, label="":
+                        calls.append((opts, steps, seed, label)) or (Path("c.pt"), {}))
+
+    def train(data="mnist5k", steps=1500, teacher=None, seed=0, out=None):
+        pass
+
+    mod = types.SimpleNamespace(train=train, BENCH={"defaults": {"images": {"teacher": "@ddpm"}}})
+    cfg = dict(ckpts={}, defaults=True, budget=1.0)
+    bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {}, {"ddpm": Path("t/ckpt.pt")})
+    assert calls[-1] == ({"teacher": str(Path("t/ckpt.pt"))}, 1500, 0, "cm-defaults")
+    with pytest.raises(training.UserError, match="need ddpm's checkpoint"):
+        bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {}, {})
+    mod.BENCH = {"defaults": {"images": {"steps": 7}}}
+    bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {}, {})
+    assert calls[-1] == ({}, 7, 0, "cm-defaults")
+    mod.train = lambda data="mnist5k", steps=None, seed=0, out=None: None  # a per-kind default and none in BENCH
+    mod.BENCH = {}
+    with pytest.raises(training.UserError, match="no default --steps"):
+        bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {}, {})
+
+
+@pytest.mark.usefixtures("single_thread")
+def test_setting_suite_samples_the_given_checkpoint(tmp_path):
+    """--ckpt NAME=PATH: the samplers suite samples that checkpoint (no training), and the report names it."""
+    runs = bench.Runs(tmp_path / "r0", "cpu", quick=True)
+    fam, _ = bench.import_family("ddpm")
+    path, _ = runs.checkpoint(fam, "ring8", fam.options("points", True), 20, 0)
+    rows = bench.run("samplers", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"), families="ddpm",
+                     samplers_data="ring8", ckpt=f"ddpm={path}", verbose=False)
+    assert rows and all(r["status"] == "ok" and r["checkpoint"] == str(path) and r["steps"] == 20 for r in rows), rows
+    assert all(r["budget_s"] is None for r in rows) and not (tmp_path / "runs" / "ring8").exists()  # nothing trained
+    assert {r["sampler"] for r in rows} >= {"ddpm-1000", "ddim-10-eta0"}
+    assert f"ddpm `{path}` (20 steps)" in (tmp_path / "out" / "results.md").read_text()
