@@ -1018,8 +1018,9 @@ def frontier_claims(rows: list[dict]) -> list[str]:
                        f"over DDPM 1000): {verdict}: " + ", ".join(
                            f"{r['nfe']:.0f} call(s) FID {r['fid']:.2f} ({100 * (r['fid'] / base['fid'] - 1):+.0f}%)"
                            for r in cm) + f" against DDPM 1000's {base['fid']:.2f}.")
-        lat = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ldm"}
-        pix = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ddpm"}
+        plain = lambda r: not r.get("eta") and r.get("spacing") != "karras"  # noqa: E731  (deterministic, lambda)
+        lat = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ldm" and plain(r)}
+        pix = {(_method(r), r.get("sampler_steps")): r for r in rd if r["model"] == "ddpm" and plain(r)}
         same = [k for k in lat if k in pix]
         if same:  # "latent diffusion cuts the per-step cost 16-64x" (~3200x with DDIM-50 against DDPM 1000)
             k = same[0]
@@ -1180,7 +1181,8 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
 
     pairs = sorted({(r["data"], r["model"]) for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist")})
     data_names = sorted({d for d, _ in pairs}, key=lambda d: (d not in TOYS, d))
-    models = [m for m in MODELS if any(p[1] == m for p in pairs)]
+    models = sorted({m for _, m in pairs}, key=lambda m: (MODELS.index(m.split("+")[0]) if m.split("+")[0] in MODELS
+                                                          else len(MODELS), m))  # variants beside their family
     if data_names and models:
         fig, axes = plt.subplots(len(data_names), len(models), figsize=(1.6 * len(models), 1.7 * len(data_names)),
                                  dpi=50, squeeze=False)  # small: the figure is committed
