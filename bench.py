@@ -1004,10 +1004,10 @@ def frontier_claims(rows: list[dict]) -> list[str]:
             n_fm, n_dd = need(fm_rows, fm_ref), need(dd, base["fid"])
             verdict = "n/a" if n_fm is None or n_dd is None else "holds" if n_fm < n_dd else "does NOT hold"
             out.append(f"{data}: straighter trajectories, fewer ODE steps: {verdict}: fm.py's ODE comes within 10% of "
-                       f"its best FID ({fm_ref:.2f}) at {n_fm} network calls; ddpm.py's deterministic samplers "
-                       f"(DDIM eta 0, DPM-Solver++) come within 10% of DDPM 1000 ({base['fid']:.2f}) at "
-                       f"{n_dd if n_dd is not None else 'none of their settings (up to ' + str(int(max(r['nfe'] for r in dd))) + ')'}"
-                       f" calls. fm Euler: " + ", ".join(f"{r['nfe']:.0f} calls FID {r['fid']:.1f}"
+                       f"its best FID ({fm_ref:.3g}) at {n_fm:g} network calls; ddpm.py's deterministic samplers "
+                       f"(DDIM eta 0, DPM-Solver++) come within 10% of DDPM 1000 ({base['fid']:.3g}) at "
+                       f"{format(n_dd, 'g') if n_dd is not None else 'none of their settings (up to ' + str(int(max(r['nfe'] for r in dd))) + ')'}"
+                       f" calls. fm Euler: " + ", ".join(f"{r['nfe']:.0f} calls FID {r['fid']:.3g}"
                                                           for r in sorted(fm_rows, key=lambda r: r["nfe"])
                                                           if _method(r) == "euler") + ".")
         cm = sorted((r for r in rd if r["model"] == "consistency"), key=lambda r: r["nfe"])

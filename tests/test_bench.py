@@ -292,7 +292,7 @@ def test_frontier_claims_by_hand():
     rows = _samplers_rows()
     text = "\n".join(bench.frontier_claims(rows))
     # fm is within 10% of its best (11.5) at 4 calls; ddpm's deterministic samplers within 10% of DDPM 1000 at 50
-    assert "fewer ODE steps: holds" in text and "at 4 network calls" in text and "1000 (10.00) at 50 calls" in text
+    assert "fewer ODE steps: holds" in text and "(11.5) at 4 network calls" in text and "1000 (10) at 50 calls" in text
     assert "(taken as at most +50% over DDPM 1000): holds: 1 call(s) FID 14.00 (+40%)" in text
     assert "costs 20.0x less" in text and "DDIM-50 is 400x faster" in text  # 1 ms / 0.05 ms per call; 1000 / 2.5
     rows[5]["fid"] = 15.5  # the best consistency FID is now 55% over DDPM 1000
