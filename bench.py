@@ -1312,7 +1312,10 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
             rows = [row for d in samplers_data.split(",")
                     for row in setting_rows(cfg, r, names, d.strip(), log)]
         if verbose:
-            print_table(rows, f"bench --suite {s}" + (" --quick" if quick else ""))
+            if s == "anomaly":  # its own columns (AUROC per OOD set), not the sample-quality table
+                print(f"bench --suite anomaly\n{anomaly_markdown(rows)}")
+            else:
+                print_table(rows, f"bench --suite {s}" + (" --quick" if quick else ""))
         new_rows += rows
     cmd = "python bench.py " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bench.py" else \
         f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
