@@ -208,15 +208,21 @@ def import_family(name: str) -> tuple[Family | None, str | None]:
     return Family(name, mod), None
 
 
+def held_out(data: str, n: int = 0):
+    """The first n (0: all) of one seed-0 permutation of a data set's test split -> (x, y or None), the examples every
+    likelihood, reference and anomaly score of bench uses (the mnist5k test split is sorted by class)."""
+    ds = datasets.load(data, "test")
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n or len(ds)]
+    return ds.x[perm], (ds.y[perm] if ds.y is not None else None)
+
+
 def likelihood_row(fam: Family, model, data: str, kind: str, quick: bool) -> dict | None:
     """The family's likelihood on a fixed random subset of the test split (seed 0, the first n of one permutation):
     {"nll_nats" | "nll_bpd": value} (+ "nll_mass_outside_nats", the grid likelihood's box check), or None."""
     spec = fam.likelihood_settings(kind, quick)
     if spec is None:
         return None
-    ds = datasets.load(data, "test")
-    n = spec.pop("n", 0) or len(ds)
-    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+    x, _ = held_out(data, spec.pop("n", 0))
     r = _quiet(fam.mod.likelihood, model, x, **spec)
     out = {k: float(r[k]) for k in ("nll_nats", "nll_bpd") if r.get(k) is not None}
     if r.get("mass_outside_nats") is not None:
@@ -298,7 +304,8 @@ class Runs:
             shutil.rmtree(out, ignore_errors=True)
             _quiet(fam.mod.train, data=data, steps=n, seed=0, out=str(out), device=self.device, **opts)
             log = _log_seconds(out)
-            log = [r for r in log if r[0] > n // 3] if len([r for r in log if r[0] > n // 3]) >= 2 else log
+            late = [r for r in log if r[0] > n // 3]
+            log = late if len(late) >= 2 else log
             if len(log) >= 2 and log[-1][0] > log[0][0]:
                 return (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # without the first (warm-up) steps
             return (log[-1][1] if log else 1.0) / n
@@ -378,10 +385,8 @@ class Reference:
     """Real test data and its features for one data set (computed once)."""
 
     def __init__(self, name: str, n: int):
-        ds = datasets.load(name, "test")
-        self.name, self.kind = name, ds.kind
-        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]
-        self.x, self.y = ds.x[perm], (ds.y[perm] if ds.y is not None else None)
+        self.name, self.kind = name, datasets.load(name, "test").kind
+        self.x, self.y = held_out(name, n)
         self.feats = fid.features(self.x, "points" if self.kind == "points" else "mnist")
         self.modes = datasets.MODES.get(name)
         self.extractor = "raw coordinates" if self.kind == "points" else "fid.py MNIST features (128-d)"
@@ -482,9 +487,13 @@ def curve_point(fam: Family, model, setting: dict, n: int, ref: "Reference", inf
     """One learning-curve snapshot: the budget fraction, training seconds and steps, and the quality metrics of n
     samples with one setting."""
     x, _, _ = timed_sample(fam, model, n, setting, seed)
-    m = score_samples(x, ref)
+    return curve_entry(frac, info, score_samples(x, ref))
+
+
+def curve_entry(frac: float, info: dict, metrics: dict) -> dict:
+    """A learning curve's point: budget fraction, training seconds and steps, and the quality metrics."""
     return dict(frac=frac, sec=info["train_seconds"], steps=info["steps"],
-                **{k: m[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident") if k in m})
+                **{k: metrics[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident") if k in metrics})
 
 
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
@@ -544,9 +553,7 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
                          steps=info["steps"], **(likelihood or {}))
                 per[s["sampler"]].append(r)
                 if s is curve_setting:
-                    curve.append(dict(frac=fracs[-1], sec=info["train_seconds"], steps=info["steps"],
-                                      **{k: r[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident")
-                                         if k in r}))
+                    curve.append(curve_entry(fracs[-1], info, r))
                 if seed == 0 and i == 0:
                     runs.cache_samples(data, label, x)
             curves.append(curve)
@@ -635,8 +642,7 @@ def anomaly_row(fam: Family, model, data: str, spec: dict, n: int) -> dict:
     spec = dict(spec)
     fn = getattr(fam.mod, spec.pop("function"))
     spec.pop("n", None)
-    ds = datasets.load(data, "test")
-    x = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:n]]
+    x, _ = held_out(data, n)
     scores = {}
     t0 = time.perf_counter()
     for name, xs in {"test": x, **ood_sets(x)}.items():
