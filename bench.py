@@ -291,10 +291,20 @@ class Runs:
         self.plan_path = self.root / "plan.json"
         self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
 
+    def _plan_key(self, fam: Family, data: str, opts: dict, budget: float) -> str:
+        code = _file_sha1(fam.mod.__file__)  # a changed model file is re-timed
+        return json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads(), code], sort_keys=True)
+
+    def _save_plan(self, key: str, entry: dict) -> dict:
+        with locked(self.plan_path):  # merge with what another bench process may have written meanwhile
+            self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
+            self.plan[key] = entry
+            self.plan_path.write_text(json.dumps(self.plan, indent=1))
+        return entry
+
     def steps_for(self, fam: Family, data: str, opts: dict, budget: float) -> dict:
         """Steps that fit `budget` seconds of training loop: probe a few steps, measure seconds per step."""
-        code = _file_sha1(fam.mod.__file__)  # a changed model file is re-timed
-        key = json.dumps([fam.name, data, budget, opts, self.device, torch.get_num_threads(), code], sort_keys=True)
+        key = self._plan_key(fam, data, opts, budget)
         if key in self.plan:
             return self.plan[key]
         probe = 6 if self.quick else 30
@@ -317,12 +327,24 @@ class Runs:
         steps = int(min(200_000, max(10, budget / max(per_step, 1e-6))))
         entry = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with locked(self.plan_path):  # merge with what another bench process may have written meanwhile
-            self.plan = json.loads(self.plan_path.read_text()) if self.plan_path.exists() else {}
-            self.plan[key] = entry
-            self.plan_path.write_text(json.dumps(self.plan, indent=1))
         shutil.rmtree(out, ignore_errors=True)
-        return self.plan[key]
+        return self._save_plan(key, entry)
+
+    def refine(self, fam: Family, data: str, opts: dict, budget: float, steps: int, seconds: float) -> dict:
+        """The plan re-measured on a learning curve's first snapshot (`steps` steps in `seconds` of loop): a probe of
+        a few seconds misjudged the steady rate by up to 40% (warm-up, the allocator, a shared CPU); the rest of the
+        curve (every seed) uses the refined total, and the first snapshot keeps its steps (`first_steps`), so that
+        every seed's snapshots stay at the same steps. The correction is bounded to [0.6, 3] x the probe's total (a
+        later snapshot must stay past the first)."""
+        key = self._plan_key(fam, data, opts, budget)
+        entry = dict(self.plan[key])
+        if "first_steps" in entry or seconds <= 0:
+            return entry
+        total = budget / (seconds / steps)  # seconds per step, measured over the whole first snapshot
+        total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))
+        entry.update(first_steps=steps, probe_total=entry["steps"], steps=int(min(200_000, max(10, total))),
+                     sec_per_step=seconds / steps)
+        return self._save_plan(key, entry)
 
     def checkpoint(self, fam: Family, data: str, opts: dict, steps: int, seed: int, prev: Path | None = None,
                    label: str = "") -> tuple[Path, dict]:
@@ -534,13 +556,15 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
     for seed in range(cfg["seeds"]):
         try:
             prev, curve, done = None, [], 0
-            for frac in fracs:
-                steps = max(1, round(frac * plan["steps"]))
+            for k, frac in enumerate(fracs):
+                steps = plan["first_steps"] if k == 0 and "first_steps" in plan else max(1, round(frac * plan["steps"]))
                 if steps <= done:
                     continue  # a tiny plan: two fractions round to the same step
                 done = steps
                 ckpt, info = runs.checkpoint(fam, data, opts, steps, seed, prev=prev, label=label)
                 prev = ckpt
+                if k == 0 and len(fracs) > 1:  # the first snapshot's measured rate sets the rest of the plan
+                    plan = runs.refine(fam, data, opts, cfg["budget"], steps, info["train_seconds"])
                 log(f"  {label} {data} seed {seed}: {'reused' if info['reused'] else 'trained'} {ckpt} "
                     f"({steps} steps, {info['train_seconds']:.1f}s)")
                 model = fam.mod.load(str(ckpt))

@@ -368,6 +368,10 @@ PER_CLASS = "tests/test_bench.py::test_per_class_accuracy_and_stratified_fid_by_
 add("bench-per-class-fid-all-reference", "bench.py", "fid.fid(ref.feats[(ref.y == c).numpy()], f[(y == c).numpy()])", "fid.fid(ref.feats, f[(y == c).numpy()])", PER_CLASS)
 add("bench-per-class-accuracy-overall", "bench.py", "round(float(hit[y == c].mean()), 4)", "round(float(hit.mean()), 4)", PER_CLASS)
 add("bench-per-class-worst-is-best", "bench.py", "classes[int(np.argmax(fids))]", "classes[int(np.argmin(fids))]", PER_CLASS)
+T_REFINE = "tests/test_bench.py::test_plan_is_refined_from_the_first_snapshot"
+add("bench-refine-rate-without-steps", "bench.py", "total = budget / (seconds / steps)  # seconds per step", "total = budget / seconds  # seconds per step", T_REFINE)
+add("bench-refine-unbounded", "bench.py", 'total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))', "total = total", T_REFINE)
+add("bench-refine-every-time", "bench.py", 'if "first_steps" in entry or seconds <= 0:', "if seconds <= 0:", T_REFINE)
 # bench.py (issue 21): AUROC, the OOD sets, the anomaly row, the learning-curve chain, the frontier claims, the tiers
 T_AUC, T_OOD, T_ROW = ("tests/test_bench.py::test_auroc_is_the_pair_count_with_half_ties",
                        "tests/test_bench.py::test_ood_sets_stay_on_the_8_bit_grid_and_keep_what_they_claim",

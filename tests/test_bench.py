@@ -242,6 +242,26 @@ def test_anomaly_row_by_hand():
     assert r["score"] == "pixel sum (energy)" and r["n_samples"] == 50 and r["score_inverted"] > r["score_test"]
 
 
+def test_plan_is_refined_from_the_first_snapshot(tmp_path, monkeypatch):
+    """The probe's total is re-measured once, on the first snapshot: budget / (seconds / steps), bounded to [0.6, 3]
+    x the probe's total; the first snapshot's steps are kept for the other seeds, and a second refinement is a no-op."""
+    src = ("import json, pathlib\ndef train(out, steps, **kw):\n    p = pathlib.Path(out)\n"
+           "    p.mkdir(parents=True, exist_ok=True)\n    with open(p / 'metrics.jsonl', 'w') as f:\n"
+           "        for s in range(1, 11):\n            f.write(json.dumps({'step': s, 'sec': s * 0.1}) + '\\n')\n")
+    import importlib
+
+    _fake(tmp_path, monkeypatch, "genmodels_refined", src)
+    fam = bench.Family("genmodels_refined", importlib.import_module("genmodels_refined"))
+    for root, seconds, want in (("a", 1.4, 71), ("b", 0.1, 300), ("c", 50.0, 60)):  # 10 steps took `seconds`
+        runs = bench.Runs(tmp_path / root, "cpu", quick=True)
+        assert runs.steps_for(fam, "grid25", {}, 10.0)["steps"] == 100  # the probe: 0.1 s per step
+        plan = runs.refine(fam, "grid25", {}, 10.0, 10, seconds)
+        assert plan["steps"] == want and plan["first_steps"] == 10 and plan["probe_total"] == 100
+        assert plan["sec_per_step"] == pytest.approx(seconds / 10)
+        assert runs.refine(fam, "grid25", {}, 10.0, 20, 1.0)["steps"] == want  # refined once
+        assert bench.Runs(tmp_path / root, "cpu", quick=True).steps_for(fam, "grid25", {}, 10.0) == plan  # saved
+
+
 def test_loop_seconds_counts_every_segment_and_sub_run(tmp_path):
     (tmp_path / "ae").mkdir()
     lines = [{"step": 1, "sec": 1.0}, {"step": 11, "sec": 3.0}, {"step": 12, "sec": 0.5}, {"step": 20, "sec": 1.5}]
