@@ -321,12 +321,25 @@ def test_frontier_claims_by_hand():
     assert "over DDPM 1000): does NOT hold" in text and "at 16 network calls" in text
     rows[4]["fid"], rows[4]["nfe"] = 11.5, 64  # fm's best needs 64 calls: more than ddpm's 50
     assert "fewer ODE steps: does NOT hold" in "\n".join(bench.frontier_claims(rows))
+    for r in rows:  # FIDs this far apart by chance alone: DDIM-20's 14 is as close to DDPM 1000's 10 as 10.5 is
+        r["fid_real_std"] = 2.0
+    text = "\n".join(bench.frontier_claims(rows))
+    assert "1000 (10) at 20 calls" in text and "(or 2 std of real data's FID at this n, 4)" in text
     curve = lambda fids: [dict(frac=f, sec=300 * f, fid=v) for f, v in zip((0.2, 0.5, 1.0), fids)]  # noqa: E731
     mnist = dict(suite="mnist", data="mnist5k", status="ok", sampler="x")
     fast = [dict(mnist, model="fm", curve=curve([30, 20, 10])), dict(mnist, model="ddpm", curve=curve([40, 25, 12]))]
     assert "flow matching trains faster: holds" in "\n".join(bench.frontier_claims(fast))
     fast[0]["curve"][2]["fid"] = 13
     assert "flow matching trains faster: partly" in "\n".join(bench.frontier_claims(fast))
+
+
+def test_fid_noise_is_real_data_scored_like_samples():
+    """fid_noise: independent draws of real training points against the test reference: a small, nonzero floor with
+    a nonzero spread, far below a model that misses (every point moved by 0.5)."""
+    noise = bench.fid_noise("ring8", 300, 1000)
+    assert 0 < noise["fid_real_std"] < noise["fid_real"] < 0.05
+    ref = bench.Reference("ring8", 1000)
+    assert bench.score_samples(datasets.load("ring8", "train").x[:300] + 0.5, ref)["fid"] > 10 * noise["fid_real"]
 
 
 def test_samplers_table_has_every_family_and_the_lessons_speed():
