@@ -1396,6 +1396,23 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
     return rows
 
 
+def report(out: str = "bench", runs: str = "runs/bench") -> list[dict]:
+    """Rewrite <out>/results.md and the figures from <out>/results.json, training and sampling nothing (after a
+    change to the report code, or rows merged from several machines). samples.png draws on <runs>' sample cache."""
+    path = Path(out) / "results.json"
+    training.check(path.is_file(), f"no {path}: run a suite first (python bench.py --suite toy --out {out})")
+    try:
+        rows = json.loads(path.read_text())
+        assert isinstance(rows, list) and all(isinstance(r, dict) and "suite" in r for r in rows)
+    except (ValueError, AssertionError):
+        raise training.UserError(f"{path} is not bench's results (a JSON list of rows): run a suite again") from None
+    r = Runs(Path(runs), "cpu", False)
+    with locked(r.root / "results"):
+        write_markdown(rows, Path(out))
+        write_figures(rows, Path(out), r)
+    return rows
+
+
 @app.command()
 def main(
     suite: Annotated[str, typer.Option(help="toy | mnist | samplers | guidance | conditional | anomaly | all")]
@@ -1424,8 +1441,14 @@ def main(
     = False,
     ckpt: Annotated[str, typer.Option(help="setting suites: use these checkpoints, NAME=PATH,... (e.g. "
                                            "ddpm=runs/ddpm-mnist5k/ckpt.pt)")] = "",
+    report_only: Annotated[bool, typer.Option("--report", help="only rewrite results.md and the figures from "
+                                                               "<out>/results.json (nothing is trained)")] = False,
 ) -> None:
     """Train (or reuse) every model under the same budget, score it, print the table and write the report."""
+    if report_only:
+        report(out, runs)
+        print(f"wrote {Path(out) / 'results.md'} and the figures from {Path(out) / 'results.json'}")
+        return
     run(suite, quick, budget, seeds, out, runs, families, device, threads, samples, samplers_data, data=data,
         defaults=defaults, ckpt=ckpt)
 

@@ -89,6 +89,9 @@ def test_report_files(quick):
     assert "python bench.py --quick --suite toy" in md  # the command that produced it
     assert (out / "samples.png").stat().st_size > 1000
     assert "┃" in quick["first"].stdout  # the rich table
+    (out / "results.md").unlink()  # --report rewrites it from results.json alone: the same text
+    done = run_cli("bench.py", "--report", "--out", out, "--runs", quick["tmp"] / "runs")
+    assert done.returncode == 0 and (out / "results.md").read_text() == md, done.stderr[-2000:]
 
 
 SURFACE = ("BENCH = dict(kinds=('points',), options={'points': {}}, quick={'points': {}},\n"
@@ -126,7 +129,7 @@ def test_missing_or_broken_family_is_reported_not_crashed(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("args", [["--suite", "nope"], ["--budget", "-1"], ["--families", "vae,nosuch"],
-                                  ["--seeds", "x"]])
+                                  ["--seeds", "x"], ["--report", "--out", "no/such/folder"]])
 def test_bad_input_is_one_line(args, tmp_path):
     assert_one_line_error(run_cli("bench.py", *args, "--out", tmp_path / "o", "--runs", tmp_path / "r"))
 
