@@ -390,7 +390,7 @@ add("bench-chain-not-resumed", "bench.py", '**kw, **({"resume": True} if prev el
 add("bench-chain-seconds-not-added", "bench.py", "            if sec < last:  # a new segment\n                total += last\n", "",
     "tests/test_bench.py::test_loop_seconds_counts_every_segment_and_sub_run")
 T_FR = "tests/test_bench.py::test_frontier_claims_by_hand"
-add("bench-frontier-within-50-percent", "bench.py", "r[\"fid\"] <= 1.1 * ref), default=None)", "r[\"fid\"] <= 1.5 * ref), default=None)", T_FR)
+add("bench-frontier-within-50-percent", "bench.py", "fid <= max(1.1 * ref, ref + 2 * noise)", "fid <= max(1.5 * ref, ref + 2 * noise)", T_FR)
 add("bench-frontier-consistency-penalty", "bench.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
     'verdict = "holds" if best["fid"] <= 2 * base["fid"] else "does NOT hold"', T_FR)
 add("bench-tradeoff-anomaly-by-rank", "bench.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',
