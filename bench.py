@@ -309,7 +309,7 @@ class Runs:
         if key in self.plan:
             return self.plan[key]
         probe = 6 if self.quick else 30
-        out = self.root / "_probe" / f"{fam.name}-{data}"
+        out = self.root / "_probe" / f"{fam.name}-{data}-{_key(key)}-{os.getpid()}"  # its own: suites run side by side
 
         def seconds_per_step(n: int) -> float:
             shutil.rmtree(out, ignore_errors=True)
@@ -319,7 +319,9 @@ class Runs:
             log = late if len(late) >= 2 else log
             if len(log) >= 2 and log[-1][0] > log[0][0]:
                 return (log[-1][1] - log[0][1]) / (log[-1][0] - log[0][0])  # without the first (warm-up) steps
-            return (log[-1][1] if log else 1.0) / n
+            if not log:  # (a guessed rate once planned 99,000 steps for a 300 s budget)
+                raise RuntimeError(f"the probe run wrote no step times to {out / 'metrics.jsonl'}")
+            return log[-1][1] / n
 
         per_step = seconds_per_step(probe)
         if not self.quick and per_step * probe < 2.0:  # a fast step: 30 of them are mostly warm-up (R1's double
@@ -718,8 +720,16 @@ def family_checkpoint(fam: Family, data: str, kind: str, cfg: dict, runs: Runs, 
         steps = extra.pop("steps", None) or Runs.defaults(fam.mod).get("steps")  # (a per-kind default: in BENCH)
         training.check(steps is not None, f"{fam.name}.py: no default --steps for {kind}; give BENCH['defaults']")
         return runs.checkpoint(fam, data, extra, steps, 0, label=f"{fam.name}-defaults")
+    # the budget: as bench_family's learning curve, trained to its first snapshot, re-planned, resumed to the end (the
+    # same steps and checkpoints as the toy / mnist suite's seed 0 with these options, so either reuses the other's)
+    fracs = (QUICK_CURVE if cfg["quick"] else CURVE)["toy" if kind == "points" else "mnist"]
     plan = runs.steps_for(fam, data, opts, cfg["budget"])
-    return runs.checkpoint(fam, data, opts, plan["steps"], 0)
+    if len(fracs) == 1:
+        return runs.checkpoint(fam, data, opts, plan["steps"], 0)
+    first = plan.get("first_steps") or max(1, round(fracs[0] * plan["steps"]))
+    ckpt, info = runs.checkpoint(fam, data, opts, first, 0)
+    plan = runs.refine(fam, data, opts, cfg["budget"], first, info["train_seconds"])
+    return runs.checkpoint(fam, data, opts, plan["steps"], 0, prev=ckpt) if plan["steps"] > first else (ckpt, info)
 
 
 def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> list[dict]:

@@ -374,6 +374,7 @@ add("bench-refine-unbounded", "bench.py", 'total = min(3.0 * entry["steps"], max
 add("bench-refine-every-time", "bench.py", 'if "first_steps" in entry or seconds <= 0:', "if seconds <= 0:", T_REFINE)
 add("bench-fid-noise-one-draw", "bench.py", "train.x[torch.randperm(len(train), generator=g)[:n]]", "train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]", "tests/test_bench.py::test_fid_noise_is_real_data_scored_like_samples")
 add("bench-straight-no-noise", "bench.py", "close = lambda fid, ref: fid <= max(1.1 * ref, ref + 2 * noise)", "close = lambda fid, ref: fid <= 1.1 * ref", "tests/test_bench.py::test_frontier_claims_by_hand")
+add("bench-probe-shared-folder", "bench.py", 'f"{fam.name}-{data}-{_key(key)}-{os.getpid()}"', 'f"{fam.name}-{data}"', "tests/test_bench.py::test_probes_side_by_side_do_not_share_a_folder")
 # bench.py (issue 21): AUROC, the OOD sets, the anomaly row, the learning-curve chain, the frontier claims, the tiers
 T_AUC, T_OOD, T_ROW = ("tests/test_bench.py::test_auroc_is_the_pair_count_with_half_ties",
                        "tests/test_bench.py::test_ood_sets_stay_on_the_8_bit_grid_and_keep_what_they_claim",

@@ -265,6 +265,33 @@ def test_plan_is_refined_from_the_first_snapshot(tmp_path, monkeypatch):
         assert bench.Runs(tmp_path / root, "cpu", quick=True).steps_for(fam, "grid25", {}, 10.0) == plan  # saved
 
 
+def test_probes_side_by_side_do_not_share_a_folder(tmp_path, monkeypatch):
+    """Two bench processes (the mnist and the conditional suite) probe the same family at once: each plan must come
+    from its own probe's step times (a shared probe folder, emptied by the other, once planned 99,000 steps), and a
+    probe that logs nothing fails instead of guessing."""
+    import importlib
+    import threading
+
+    src = ("import json, pathlib, shutil, time\ndef train(out, steps, rate=0.1, delay=0.0, log=True, **kw):\n"
+           "    time.sleep(delay)\n    p = pathlib.Path(out)\n    p.mkdir(parents=True, exist_ok=True)\n"
+           "    if log:\n        with open(p / 'metrics.jsonl', 'w') as f:\n"
+           "            for s in range(1, 11):\n                f.write(json.dumps({'step': s, 'sec': s * rate}) + '\\n')\n"
+           "    time.sleep(0.4 - delay)\n")
+    _fake(tmp_path, monkeypatch, "genmodels_probed", src)
+    fam = bench.Family("genmodels_probed", importlib.import_module("genmodels_probed"))
+    runs = bench.Runs(tmp_path / "runs", "cpu", quick=True)
+    plans = {}
+    threads = [threading.Thread(target=lambda o: plans.update({o["rate"]: runs.steps_for(fam, "grid25", o, 1.0)}),
+                                args=(o,)) for o in (dict(rate=0.1), dict(rate=0.05, delay=0.2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert plans[0.1]["steps"] == 10 and plans[0.05]["steps"] == 20
+    with pytest.raises(RuntimeError, match="no step times"):
+        runs.steps_for(fam, "grid25", dict(log=False), 1.0)
+
+
 def test_loop_seconds_counts_every_segment_and_sub_run(tmp_path):
     (tmp_path / "ae").mkdir()
     lines = [{"step": 1, "sec": 1.0}, {"step": 11, "sec": 3.0}, {"step": 12, "sec": 0.5}, {"step": 20, "sec": 1.5}]
