@@ -813,6 +813,14 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
+def describe_load(load: float, cores: int, threads: int) -> str:
+    """The machine's load when a run started, and whether other work shared the cores this run's threads needed (two
+    one-thread runs side by side on 2 cores do not slow each other down; a two-thread run beside one does)."""
+    busy = load + threads > cores + 0.5
+    return (f"load average {load:.1f} on {cores} cores at the start, {threads} torch thread{'s' * (threads != 1)}" +
+            (" (other jobs shared the CPU: timings inflated)" if busy else ""))
+
+
 def _fmt(v, spec=".3f", std=None):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -1380,8 +1388,7 @@ def run(suite: str = "toy", quick: bool = False, budget: float = 0.0, seeds: int
         new_rows += rows
     cmd = "python bench.py " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "bench.py" else \
         f"bench.run(suite={suite!r}, quick={quick}, budget={budget}, seeds={seeds})"
-    load_note = f"load average {load_1m:.1f} on {os.cpu_count()} cores at the start" + \
-        (" (other jobs shared the CPU: timings inflated)" if load_1m > 1.5 else "")
+    load_note = describe_load(load_1m, os.cpu_count() or 1, torch.get_num_threads())
     code = {f: _file_sha1(ROOT / f"{f}.py")
             for f in MODELS if (ROOT / f"{f}.py").exists()}  # which version of each file ran
     meta = dict(command=cmd, machine=machine(), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start)),

@@ -363,6 +363,12 @@ def test_frontier_claims_by_hand():
     assert "flow matching trains faster: partly" in "\n".join(bench.frontier_claims(fast))
 
 
+def test_load_note_counts_this_runs_threads():
+    assert "inflated" not in bench.describe_load(1.0, 2, 1)  # a one-thread run beside another on 2 cores
+    assert "inflated" in bench.describe_load(1.0, 2, 2)  # a two-thread run beside one
+    assert "inflated" not in bench.describe_load(0.2, 2, 2) and "2 torch threads" in bench.describe_load(0.2, 2, 2)
+
+
 def test_fid_noise_is_real_data_scored_like_samples():
     """fid_noise: independent draws of real training points against the test reference: a small, nonzero floor with
     a nonzero spread, far below a model that misses (every point moved by 0.5)."""
