@@ -37,9 +37,10 @@ Suites (`--suite`):
               inverted, uniform noise); AUROC per set (below 0.5: the model prefers the OOD images).
 
 Budgets. `--budget S` seconds of training loop per model (default per suite). The step count that fits is chosen by
-measurement: a short probe run gives the seconds per step (from the run's metrics.jsonl), then steps = S / that; the
-plan is cached in <runs>/plan.json, so that later runs ask for the same steps and reuse the checkpoints under <runs>
-whose saved config matches (otherwise they train again).
+measurement: a short probe run gives the seconds per step (from the run's metrics.jsonl), then steps = S / that, and
+the first snapshot of the learning curve measures it again over its whole length (Runs.refine); the plan is cached in
+<runs>/plan.json, so that later runs ask for the same steps and reuse the checkpoints under <runs> whose saved config
+matches (otherwise they train again).
 
 Interfaces used (DESIGN.md's stable surface; bench holds no per-family code): each name in MODELS is a model file
 with `train(**options) -> checkpoint path`, `load(path)`, `generate(model, n, *, generator, y, **settings)` (samples in
@@ -56,6 +57,7 @@ Commands:
     python bench.py --suite samplers --defaults --samplers-data mnist5k   # the lesson's sampler table
     python bench.py --suite anomaly --defaults       # AUROC of every likelihood against OOD digits
     python bench.py --suite all
+    python bench.py --report                         # rewrite results.md and the figures from results.json only
 Outputs (--out, default bench/): results.json (one row per model x data x sampler setting), results.md (tables and
 the trade-off table with measured numbers and the frontier claims checked), samples.png (every model's samples),
 fid_vs_nfe.png, curves.png (quality against training seconds).
