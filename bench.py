@@ -538,6 +538,14 @@ def curve_entry(frac: float, info: dict, metrics: dict) -> dict:
                 **{k: metrics[k] for k in ("fid", "hq", "modes", "precision", "recall", "confident") if k in metrics})
 
 
+def snapshot_steps(plan: dict, fracs: tuple, k: int) -> int:
+    """The steps of a learning curve's k-th snapshot: the first keeps the steps it was trained at once the plan was
+    refined on it (Runs.refine's first_steps), the others are their fraction of the (refined) total."""
+    if k == 0 and "first_steps" in plan:
+        return plan["first_steps"]
+    return max(1, round(fracs[k] * plan["steps"]))
+
+
 def mean_curve(curves: list[list[dict]]) -> list[dict]:
     """The seed-mean learning curve (the points of every seed at the same budget fractions)."""
     out = []
@@ -577,7 +585,7 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
         try:
             prev, curve, done = None, [], 0
             for k, frac in enumerate(fracs):
-                steps = plan["first_steps"] if k == 0 and "first_steps" in plan else max(1, round(frac * plan["steps"]))
+                steps = snapshot_steps(plan, fracs, k)
                 if steps <= done:
                     continue  # a tiny plan: two fractions round to the same step
                 done = steps
@@ -728,7 +736,7 @@ def family_checkpoint(fam: Family, data: str, kind: str, cfg: dict, runs: Runs, 
     plan = runs.steps_for(fam, data, opts, cfg["budget"])
     if len(fracs) == 1:
         return runs.checkpoint(fam, data, opts, plan["steps"], 0)
-    first = plan.get("first_steps") or max(1, round(fracs[0] * plan["steps"]))
+    first = snapshot_steps(plan, fracs, 0)
     ckpt, info = runs.checkpoint(fam, data, opts, first, 0)
     plan = runs.refine(fam, data, opts, cfg["budget"], first, info["train_seconds"])
     return runs.checkpoint(fam, data, opts, plan["steps"], 0, prev=ckpt) if plan["steps"] > first else (ckpt, info)
