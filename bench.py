@@ -398,12 +398,17 @@ class Runs:
             out[name] = p.default
         return out
 
-    def cache_samples(self, data: str, name: str, x: torch.Tensor) -> None:
-        (self.root / "samples").mkdir(exist_ok=True)
-        torch.save(x[:1000 if x.dim() == 2 else 36].float().clone(), self.root / "samples" / f"{data}__{name}.pt")
+    def sample_file(self, data: str, name: str, budget: float) -> Path:
+        """Where the samples of one row are kept for samples.png: per budget, so that runs at other budgets (which
+        share this root) do not overwrite the samples of the row a report draws."""
+        return self.root / "samples" / f"{data}__{name}__{budget:g}s.pt"
 
-    def cached_samples(self, data: str, name: str) -> torch.Tensor | None:
-        p = self.root / "samples" / f"{data}__{name}.pt"
+    def cache_samples(self, data: str, name: str, budget: float, x: torch.Tensor) -> None:
+        self.sample_file(data, name, budget).parent.mkdir(exist_ok=True)
+        torch.save(x[:1000 if x.dim() == 2 else 36].float().clone(), self.sample_file(data, name, budget))
+
+    def cached_samples(self, data: str, name: str, budget: float) -> torch.Tensor | None:
+        p = self.sample_file(data, name, budget)
         return torch.load(p, weights_only=True) if p.exists() else None
 
 
@@ -607,7 +612,7 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
                 if s is curve_setting:
                     curve.append(curve_entry(fracs[-1], info, r))
                 if seed == 0 and i == 0:
-                    runs.cache_samples(data, label, x)
+                    runs.cache_samples(data, label, cfg["budget"], x)
             curves.append(curve)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, KeyboardInterrupt):
@@ -1258,7 +1263,9 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = sorted({(r["data"], r["model"]) for r in rows if r["status"] == "ok" and r["suite"] in ("toy", "mnist")})
+    budget = {(r["data"], r["model"]): r["budget_s"] for r in rows
+              if r["status"] == "ok" and r["suite"] in ("toy", "mnist")}  # (data, model) -> the row's budget
+    pairs = sorted(budget)
     data_names = sorted({d for d, _ in pairs}, key=lambda d: (d not in TOYS, d))
     models = sorted({m for _, m in pairs}, key=lambda m: (MODELS.index(m.split("+")[0]) if m.split("+")[0] in MODELS
                                                           else len(MODELS), m))  # variants beside their family
@@ -1271,7 +1278,7 @@ def write_figures(rows: list[dict], out: Path, runs: Runs) -> None:
                 ax = axes[i][j]
                 ax.set_xticks([])
                 ax.set_yticks([])
-                x = runs.cached_samples(d, m) if (d, m) in pairs else None
+                x = runs.cached_samples(d, m, budget[d, m]) if (d, m) in budget else None
                 if j == 0:
                     ax.set_ylabel(d, fontsize=8)
                 if i == 0:

@@ -292,6 +292,18 @@ def test_probes_side_by_side_do_not_share_a_folder(tmp_path, monkeypatch):
         runs.steps_for(fam, "grid25", dict(log=False), 1.0)
 
 
+def test_sample_cache_is_kept_per_budget(tmp_path):
+    """A run at another budget shares the runs root: it must not overwrite the samples that samples.png draws for the
+    rows of results.json (a 180 s toy run once replaced the 60 s run's samples)."""
+    runs = bench.Runs(tmp_path, "cpu", quick=True)
+    short, long = torch.zeros(5, 2), torch.ones(5, 2)
+    runs.cache_samples("grid25", "vae", 60.0, short)
+    runs.cache_samples("grid25", "vae", 180.0, long)
+    assert torch.equal(runs.cached_samples("grid25", "vae", 60.0), short)
+    assert torch.equal(runs.cached_samples("grid25", "vae", 180.0), long)
+    assert runs.cached_samples("grid25", "vae", 300.0) is None and runs.cached_samples("ring8", "vae", 60.0) is None
+
+
 def test_loop_seconds_counts_every_segment_and_sub_run(tmp_path):
     (tmp_path / "ae").mkdir()
     lines = [{"step": 1, "sec": 1.0}, {"step": 11, "sec": 3.0}, {"step": 12, "sec": 0.5}, {"step": 20, "sec": 1.5}]

@@ -157,6 +157,61 @@ def test_tweedie_step_is_the_posterior_mean(mu, s, sigma):
     assert torch.allclose(out, mu + s ** 2 / (s ** 2 + sigma ** 2) * (x_tilde - mu), atol=1e-9)
 
 
+@given(box=st.floats(0.5, 3.0), sigma=st.floats(0.01, 4.0), gain=st.floats(-1e4, 1e4), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=20)
+def test_clip_denoised_keeps_the_tweedie_estimate_in_the_box(box, sigma, gain, seed):
+    """s_c = s + (clip(D) - D) / sigma^2 with D = x + sigma^2 s: its Tweedie estimate x + sigma^2 s_c is clip(D), in
+    [-box, box] whatever the network says, and where D is inside the box s_c is s itself, bit for bit."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(500, 2, generator=g, dtype=torch.float64) * 4
+    w = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    raw = lambda x_, sig: gain * torch.tanh(x_ @ w) * (x_.norm(dim=1, keepdim=True) > 2)  # noqa: E731  wild off the data
+    sig = torch.full((500,), sigma, dtype=torch.float64)
+    s, s_c = raw(x, sig), score.clip_denoised(raw, box)(x, sig)
+    d, d_c = x + sigma ** 2 * s, x + sigma ** 2 * s_c
+    assert torch.allclose(d_c, d.clamp(-box, box), atol=1e-9 * (1 + d.abs().max()))
+    inside = (d.abs() <= box).all(1)
+    assert torch.equal(s_c[inside], s[inside])
+
+
+def test_clipped_chains_survive_a_score_that_explodes_off_the_data():
+    """The failure clip_denoised is for: a score that is right near the data (here the exact score of N(0, 1 + sigma^2))
+    and explodes outward beyond |x| > 6, where the network never trained. Chains started out there diverge under
+    Algorithm 1 as written; with the clipped score they come back, and the Tweedie step puts every sample in the box."""
+    def exploding(x, sigma):
+        exact = -x / (1 + sigma[:, None] ** 2)
+        return torch.where(x.norm(dim=1, keepdim=True) > 6, 1e4 * x, exact)
+
+    sigmas = score.geometric_sigmas(4.0, 0.01, 10)
+    x0 = torch.tensor([[8.0, 0.0], [0.0, -7.0], [0.5, 0.5]]).repeat(100, 1)
+    raw = score.annealed_langevin(exploding, x0, sigmas, 20, 2e-5, generator=torch.Generator().manual_seed(0))
+    assert not torch.isfinite(raw).all()
+    clipped = score.clip_denoised(exploding, 3.0)
+    x = score.annealed_langevin(clipped, x0, sigmas, 20, 2e-5, generator=torch.Generator().manual_seed(0))
+    x = score.tweedie_denoise(clipped, x, float(sigmas[-1]))
+    assert torch.isfinite(x).all() and float(x.abs().max()) <= 3.0 + 1e-5
+
+
+def test_generate_clips_only_where_the_model_knows_its_box():
+    """generate uses clip_denoised with the box train saved: a model whose network pushes everything outward gives
+    samples inside the box (denormalized) with clip, far outside without; an old checkpoint without a box is not
+    clipped."""
+    cfg = dict(kind="points", shape=[2], hidden=8, levels=3, box=1.5)
+    model = score.build(cfg)
+    model.sigmas.copy_(score.geometric_sigmas(2.0, 0.05, 3))
+    model.shift.fill_(10.0)
+    class Outward(torch.nn.Module):  # a score with the wrong sign, pushing every chain away
+        def forward(self, x, sigma):
+            return 50 * x / sigma[:, None]
+
+    model.net = Outward()
+    kw = dict(steps_per_level=5, generator=torch.Generator().manual_seed(0))
+    x = model.normalize(score.generate(model, 50, **kw))
+    assert float(x.abs().max()) <= 1.5 + 1e-4
+    assert float(model.normalize(score.generate(model, 50, clip=False, **kw)).abs().max()) > 10
+    assert score.build({k: v for k, v in cfg.items() if k != "box"}).box is None
+
+
 @given(hi=st.floats(0.5, 50), ratio=st.floats(2, 1e4), levels=st.integers(2, 30))
 def test_geometric_sigmas(hi, ratio, levels):
     sig = score.geometric_sigmas(hi, hi / ratio, levels).double()
@@ -213,6 +268,7 @@ def test_points_sigma_max_follows_the_data_and_resume_is_exact(tmp_path):
     import data
     z = full.normalize(data.load("ring8").x)
     assert float(full.sigmas[0]) == pytest.approx(float(torch.cdist(z[:3000], z[:3000]).max()), rel=0.05)
+    assert full.box == pytest.approx(float(z.abs().max()))  # clip_denoised's box, saved with the checkpoint
 
 
 def cli(capsys, *args):
@@ -251,12 +307,17 @@ def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path):
     assert x.shape == (7, 2) and x.dtype == torch.float32 and x.device.type == "cpu" and torch.isfinite(x).all()
     assert torch.equal(x, score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2))
     assert not torch.equal(x, score.generate(model, 7, generator=torch.Generator().manual_seed(4), steps_per_level=2))
-    g = torch.Generator().manual_seed(3)  # by hand: x_0 uniform on [-1, 1]^2, Algorithm 1, Tweedie, data space
-    x_0 = torch.rand(7, 2, generator=g) * 2 - 1
-    x_L = score.annealed_langevin(model, x_0, model.sigmas, 2, 2e-5, generator=g)
-    assert torch.equal(x, model.denormalize(score.tweedie_denoise(model, x_L, float(model.sigmas[-1]))))
+    g = torch.Generator().manual_seed(3)  # by hand: x_0 uniform on [-1, 1]^2, Algorithm 1 and Tweedie with the
+    x_0 = torch.rand(7, 2, generator=g) * 2 - 1  # clipped score, data space
+    s_c = score.clip_denoised(model, model.box)
+    x_L = score.annealed_langevin(s_c, x_0, model.sigmas, 2, 2e-5, generator=g)
+    assert torch.equal(x, model.denormalize(score.tweedie_denoise(s_c, x_L, float(model.sigmas[-1]))))
     raw = score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2, denoise=False)
     assert torch.equal(raw, model.denormalize(x_L))
+    g = torch.Generator().manual_seed(3)  # --no-clip: Algorithm 1 as written
+    x_L = score.annealed_langevin(model, torch.rand(7, 2, generator=g) * 2 - 1, model.sigmas, 2, 2e-5, generator=g)
+    unclipped = score.generate(model, 7, generator=torch.Generator().manual_seed(3), steps_per_level=2, clip=False)
+    assert torch.equal(unclipped, model.denormalize(score.tweedie_denoise(model, x_L, float(model.sigmas[-1]))))
     score.app(["sample", "--ckpt", str(moons_ckpt), "--n", "7", "--steps-per-level", "2", "--seed", "3",
                "--out", str(tmp_path / "s.npz"), "--device", "cpu"])
     assert np.array_equal(np.load(tmp_path / "s.npz")["x"], x.numpy())
