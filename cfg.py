@@ -97,7 +97,7 @@ def generate(model: ddpm.DDPM, n: int, *, generator: torch.Generator | None = No
     the classes. Batch by batch of `batch_size`, one generator running through: per batch the labels (when y is
     None), then x_T ~ N(0, I), then the sampler's own noise; drawn on the generator's device and moved to the model's,
     so a CPU generator gives the same samples on any device. x0_clip clamps the predicted x_0 of images after
-    guidance (None: off); points are never clipped."""
+    guidance; points are clamped to the train set's box (ddpm.x0_box: guidance pushes a few off the data); None: off."""
     null = null_label(model)  # = num_classes; fails on a model without labels
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
@@ -108,7 +108,7 @@ def generate(model: ddpm.DDPM, n: int, *, generator: torch.Generator | None = No
             raise ValueError(f"y must be one label or {n} labels, got shape {tuple(y.shape)}")
     dev = model.alpha_bar.device
     where = ddpm.noise_device(generator, dev)
-    clip = x0_clip if len(model.shape) == 3 else None
+    clip = ddpm.x0_box(model, x0_clip)
     out = []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
@@ -224,6 +224,7 @@ def train(
     C = ds.num_classes
     training.seed_everything(seed)  # the initial weights depend on --seed alone
     if ds.kind == "points":  # standardize points so one set of hyperparameters fits every toy
+        config["box"] = ddpm.points_box(ds.x)  # saved: the samplers clamp x_0 to it (ddpm.x0_box)
         model = build(config, ds.shape, C, ds.x.mean(0), ds.x.std(0))
     else:
         model = build(config, ds.shape, C)

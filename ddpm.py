@@ -415,8 +415,8 @@ def generate(model: DDPM, n: int, *, generator: torch.Generator | None = None, y
     x = x_0 * scale + shift (the inverse of the normalization the model trained in). Batch by batch of `batch_size`,
     one generator running through: per batch x_T first, then the sampler's own noise (ddpm; ddim with eta > 0). The
     noise is drawn on the generator's device and moved to the model's, so a CPU generator gives the same samples on
-    any device. x0_clip clamps the predicted x_0 of images to [-x0_clip, x0_clip] (None: off); points are never
-    clipped (their normalized space is unbounded). ddpm.py is unconditional: y must be None (labels: cfg.py).
+    any device. x0_clip clamps the predicted x_0 of images to [-x0_clip, x0_clip]; points are clamped to the train
+    set's box instead (x0_box); None: off. ddpm.py is unconditional: y must be None (labels: cfg.py).
     spacing "auto" (the default) is "karras" with `rho` for dpm++2m on images and "lambda" otherwise, each the better
     one measured there (README: on mnist5k's default model dpm++2m 20 with rho = 3 gives FID 4.4 against lambda's
     9.5, because it spends few calls at the low noise levels that the default training rarely visits; DDIM-50 is
@@ -426,7 +426,7 @@ def generate(model: DDPM, n: int, *, generator: torch.Generator | None = None, y
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be positive, got n={n}, batch_size={batch_size}")
     dev = model.alpha_bar.device
-    clip = x0_clip if len(model.shape) == 3 else None
+    clip = x0_box(model, x0_clip)
     spacing = auto_spacing(spacing, model.shape, method)
     out = []
     for i in range(0, n, batch_size):
@@ -478,8 +478,24 @@ def build(config: dict, shape: tuple[int, ...], num_classes: int = 0, shift=0.0,
     """The model described by a saved config (train's arguments): the backbone of nets.build (UNet or DiT for
     images, MLP for points) with its schedule."""
     net = nets.build(config, shape, num_classes)
-    return DDPM(net, config["timesteps"], config["schedule"], config["prediction"], config["min_snr"], shift, scale,
-                config.get("t_sampling", "uniform"), config.get("p_mean", -1.2))  # before issue 15: uniform t
+    model = DDPM(net, config["timesteps"], config["schedule"], config["prediction"], config["min_snr"], shift, scale,
+                 config.get("t_sampling", "uniform"), config.get("p_mean", -1.2))  # before issue 15: uniform t
+    model.box = config.get("box")  # points: the train set's box (x0_box); None for images and older checkpoints
+    return model
+
+
+def points_box(x: torch.Tensor) -> float:
+    """The box [-b, b]^D that holds the standardized train points (x - mean) / std: x_0 can lie nowhere else."""
+    return float(((x - x.mean(0)) / x.std(0)).abs().max())
+
+
+def x0_box(model: DDPM, x0_clip: float | None) -> float | None:
+    """The bound the samplers clamp the predicted x_0 to: x0_clip for images ([-1, 1] pixels); for points the box
+    that train saved (points_box), since off the data a long-trained network's eps can be garbage: one dpm++2m sample
+    in 2,500 landed at 1e9 on ring8 after 60k steps. None (x0_clip None, or a checkpoint without a box): no clamp."""
+    if x0_clip is None or len(model.shape) == 3:
+        return x0_clip
+    return getattr(model, "box", None)
 
 
 def load(path, device: str = "cpu") -> DDPM:
@@ -564,6 +580,7 @@ def train(
     out = out or f"runs/ddpm-{data}"
     config["out"] = out
     if ds.kind == "points":  # standardize points so one set of hyperparameters fits every toy
+        config["box"] = points_box(ds.x)  # saved: the samplers clamp x_0 to it (x0_box)
         model = build(config, ds.shape, 0, ds.x.mean(0), ds.x.std(0))
     else:
         model = build(config, ds.shape)

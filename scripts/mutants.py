@@ -229,7 +229,7 @@ add("cm-cd-step-upwards", "consistency.py", "x_hat = ode_step(denoise, x_next, s
 add("cm-target-ema-weight", "consistency.py", "torch._foreach_lerp_(t, m, 1 - mu)", "torch._foreach_lerp_(t, m, mu)", f"{T_CM}::test_cd_target_gets_no_gradient_and_follows_the_ema_of_the_student")
 add("cm-cd-from-scratch", "consistency.py", "            model.net.load_state_dict(ddpm_model.net.state_dict())  # start from the teacher (Song et al.'s code does)\n", "            pass\n", f"{T_CM}::test_points_cd_starts_from_the_teacher_and_sample")
 add("cm-seed-after-build", "consistency.py", "    training.seed_everything(seed)  # the initial weights depend on --seed alone\n", "", f"{SAME}[consistency]")
-add("cm-generate-no-clamp", "consistency.py", "return x_0.clamp(-1, 1) if images else x_0", "return x_0", f"{T_CM}::test_mnist5k_ct_and_cd_train_and_sample")
+add("cm-generate-no-clamp", "consistency.py", "return x_0 if box is None else x_0.clamp(-box, box)", "return x_0", f"{T_CM}::test_mnist5k_ct_and_cd_train_and_sample")
 
 # score.py: the DSM loss in closed form for Gaussian data (pins the sigma^2 weight), Algorithm 1's Langevin step
 # fid.py: precision/recall by hand (the k-th neighbour), rank-one Frechet distances, the KID kernel and its warning
@@ -247,6 +247,13 @@ add("score-langevin-noise", "score.py", "+ alpha.sqrt() * z", "+ (2 * alpha).sqr
 add("score-langevin-official-convention", "score.py", "x = x + alpha / 2 * score_fn(x, sigma_b) + alpha.sqrt() * z", "x = x + alpha * score_fn(x, sigma_b) + (2 * alpha).sqrt() * z", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
 add("score-langevin-schedule", "score.py", "alpha = eps * sigma ** 2 / sigmas[-1] ** 2", "alpha = eps * sigma / sigmas[-1]", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
 add("score-langevin-level-sigma", "score.py", "sigma_b = sigma.expand(x.shape[0])", "sigma_b = sigmas[-1].expand(x.shape[0])", "tests/test_score.py::test_annealed_langevin_steps_are_algorithm_1")
+add("ddpm-points-box-not-saved", "ddpm.py", 'config["box"] = points_box(ds.x)', "pass", "tests/test_ddpm.py::test_points_x0_is_clamped_to_the_saved_train_box")
+add("ddpm-points-box-unused", "ddpm.py", 'return getattr(model, "box", None)', "return None", "tests/test_ddpm.py::test_points_x0_is_clamped_to_the_saved_train_box")
+add("ddpm-points-box-range", "ddpm.py", "return float(((x - x.mean(0)) / x.std(0)).abs().max())", "return float((x - x.mean(0)).abs().max())", "tests/test_ddpm.py::test_points_x0_is_clamped_to_the_saved_train_box")
+add("cfg-points-box-not-saved", "cfg.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_cfg.py::test_train_writes_a_labelled_checkpoint")
+add("cfg-points-box-unused", "cfg.py", "clip = ddpm.x0_box(model, x0_clip)", "clip = x0_clip if len(model.shape) == 3 else None", "tests/test_cfg.py::test_generate_draws_labels_then_x_T_per_batch")
+add("consistency-points-box-not-saved", "consistency.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
+add("consistency-points-box-unused", "consistency.py", 'box = 1.0 if len(model.shape) == 3 else getattr(model, "box", None)', 'box = 1.0 if len(model.shape) == 3 else None', "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("score-clip-sign", "score.py", "return s + (d.clamp(-box, box) - d) / var", "return s + (d - d.clamp(-box, box)) / var", "tests/test_score.py::test_clip_denoised_keeps_the_tweedie_estimate_in_the_box")
 add("score-clip-variance", "score.py", "return s + (d.clamp(-box, box) - d) / var", "return s + (d.clamp(-box, box) - d) / var.sqrt()", "tests/test_score.py::test_clip_denoised_keeps_the_tweedie_estimate_in_the_box")
 add("score-clip-unused", "score.py", "score_fn = clip_denoised(model, model.box) if clip and model.box is not None else model", "score_fn = model", "tests/test_score.py::test_generate_clips_only_where_the_model_knows_its_box")
@@ -377,7 +384,7 @@ add("bench-refine-rate-without-steps", "bench.py", "total = budget / (seconds / 
 add("bench-refine-unbounded", "bench.py", 'total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))', "total = total", T_REFINE)
 add("bench-refine-every-time", "bench.py", 'if "first_steps" in entry or seconds <= 0:', "if seconds <= 0:", T_REFINE)
 add("bench-fid-noise-one-draw", "bench.py", "train.x[torch.randperm(len(train), generator=g)[:n]]", "train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]", "tests/test_bench.py::test_fid_noise_is_real_data_scored_like_samples")
-add("bench-straight-no-noise", "bench.py", "close = lambda fid, ref: fid <= max(1.1 * ref, ref + 2 * noise)", "close = lambda fid, ref: fid <= 1.1 * ref", "tests/test_bench.py::test_frontier_claims_by_hand")
+add("bench-straight-no-noise", "bench_report.py", "close = lambda fid, ref: fid <= max(1.1 * ref, ref + 2 * noise)", "close = lambda fid, ref: fid <= 1.1 * ref", "tests/test_bench.py::test_frontier_claims_by_hand")
 add("bench-probe-shared-folder", "bench.py", 'f"{fam.name}-{data}-{_key(key)}-{os.getpid()}"', 'f"{fam.name}-{data}"', "tests/test_bench.py::test_probes_side_by_side_do_not_share_a_folder")
 # bench.py (issue 21): AUROC, the OOD sets, the anomaly row, the learning-curve chain, the frontier claims, the tiers
 T_AUC, T_OOD, T_ROW = ("tests/test_bench.py::test_auroc_is_the_pair_count_with_half_ties",
@@ -395,14 +402,14 @@ add("bench-chain-not-resumed", "bench.py", '**kw, **({"resume": True} if prev el
 add("bench-chain-seconds-not-added", "bench.py", "            if sec < last:  # a new segment\n                total += last\n", "",
     "tests/test_bench.py::test_loop_seconds_counts_every_segment_and_sub_run")
 T_FR = "tests/test_bench.py::test_frontier_claims_by_hand"
-add("bench-frontier-within-50-percent", "bench.py", "fid <= max(1.1 * ref, ref + 2 * noise)", "fid <= max(1.5 * ref, ref + 2 * noise)", T_FR)
-add("bench-frontier-consistency-penalty", "bench.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
+add("bench-frontier-within-50-percent", "bench_report.py", "fid <= max(1.1 * ref, ref + 2 * noise)", "fid <= max(1.5 * ref, ref + 2 * noise)", T_FR)
+add("bench-frontier-consistency-penalty", "bench_report.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
     'verdict = "holds" if best["fid"] <= 2 * base["fid"] else "does NOT hold"', T_FR)
-add("bench-tradeoff-anomaly-by-rank", "bench.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',
+add("bench-tradeoff-anomaly-by-rank", "bench_report.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',
     'absolute = {"conditional": CONDITIONAL_TIERS}', "tests/test_bench.py::test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers")
-add("bench-tradeoff-ddpm-conditional-own", "bench.py", 'CONDITIONAL_AS = {"ddpm": "cfg"}', "CONDITIONAL_AS = {}",
+add("bench-tradeoff-ddpm-conditional-own", "bench_report.py", 'CONDITIONAL_AS = {"ddpm": "cfg"}', "CONDITIONAL_AS = {}",
     "tests/test_bench.py::test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers")
-add("bench-samplers-lesson-speed-off", "bench.py", '("consistency", "k-step", 1): "1000x"', '("consistency", "k-step", 1): "100x"',
+add("bench-samplers-lesson-speed-off", "bench_report.py", '("consistency", "k-step", 1): "1000x"', '("consistency", "k-step", 1): "100x"',
     "tests/test_bench.py::test_samplers_table_has_every_family_and_the_lessons_speed")
 # the per-example likelihoods (bench's anomaly scores): their mean is the reported NLL
 T_PER = "tests/test_contract.py::test_same_seed_same_model_and_resume_is_exact"

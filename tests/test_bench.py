@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import bench
+import bench_report
 import data as datasets
 from conftest import assert_one_line_error, run_cli
 
@@ -352,27 +353,27 @@ def _samplers_rows():
 
 def test_frontier_claims_by_hand():
     rows = _samplers_rows()
-    text = "\n".join(bench.frontier_claims(rows))
+    text = "\n".join(bench_report.frontier_claims(rows))
     # fm is within 10% of its best (11.5) at 4 calls; ddpm's deterministic samplers within 10% of DDPM 1000 at 50
     assert "fewer ODE steps: holds" in text and "(11.5) at 4 network calls" in text and "1000 (10) at 50 calls" in text
     assert "(taken as at most +50% over DDPM 1000): holds: 1 call(s) FID 14.00 (+40%)" in text
     assert "costs 20.0x less" in text and "DDIM-50 is 400x faster" in text  # 1 ms / 0.05 ms per call; 1000 / 2.5
     rows[5]["fid"] = 15.5  # the best consistency FID is now 55% over DDPM 1000
     rows[3]["fid"] = 20.0  # fm needs 16 calls now, ddpm 50: still fewer
-    text = "\n".join(bench.frontier_claims(rows))
+    text = "\n".join(bench_report.frontier_claims(rows))
     assert "over DDPM 1000): does NOT hold" in text and "at 16 network calls" in text
     rows[4]["fid"], rows[4]["nfe"] = 11.5, 64  # fm's best needs 64 calls: more than ddpm's 50
-    assert "fewer ODE steps: does NOT hold" in "\n".join(bench.frontier_claims(rows))
+    assert "fewer ODE steps: does NOT hold" in "\n".join(bench_report.frontier_claims(rows))
     for r in rows:  # FIDs this far apart by chance alone: DDIM-20's 14 is as close to DDPM 1000's 10 as 10.5 is
         r["fid_real_std"] = 2.0
-    text = "\n".join(bench.frontier_claims(rows))
+    text = "\n".join(bench_report.frontier_claims(rows))
     assert "1000 (10) at 20 calls" in text and "(or 2 std of real data's FID at this n, 4)" in text
     curve = lambda fids: [dict(frac=f, sec=300 * f, fid=v) for f, v in zip((0.2, 0.5, 1.0), fids)]  # noqa: E731
     mnist = dict(suite="mnist", data="mnist5k", status="ok", sampler="x")
     fast = [dict(mnist, model="fm", curve=curve([30, 20, 10])), dict(mnist, model="ddpm", curve=curve([40, 25, 12]))]
-    assert "flow matching trains faster: holds" in "\n".join(bench.frontier_claims(fast))
+    assert "flow matching trains faster: holds" in "\n".join(bench_report.frontier_claims(fast))
     fast[0]["curve"][2]["fid"] = 13
-    assert "flow matching trains faster: partly" in "\n".join(bench.frontier_claims(fast))
+    assert "flow matching trains faster: partly" in "\n".join(bench_report.frontier_claims(fast))
 
 
 def test_load_note_counts_this_runs_threads():
@@ -391,7 +392,7 @@ def test_fid_noise_is_real_data_scored_like_samples():
 
 
 def test_samplers_table_has_every_family_and_the_lessons_speed():
-    md = bench.samplers_markdown(_samplers_rows())
+    md = bench_report.samplers_markdown(_samplers_rows())
     lines = {tuple(c.strip("| ") for c in line.split(" | ")[:2]): line for line in md.splitlines()}
     assert "| 1x |" in lines[("DDPM", "1000")] and "| 20x |" in lines[("DDIM", "50, eta 0")]
     assert "| 50x |" in lines[("DDIM", "20, eta 0")] and "| 250x |" in lines[("consistency.py consistency", "4")]
@@ -410,7 +411,7 @@ def test_tradeoff_conditional_and_anomaly_columns_use_absolute_tiers():
                   **{f"auroc_{k}": 0.5 for k in bench.OOD}),
              dict(suite="anomaly", data="mnist5k", status="ok", model="vae", auroc_mean=0.8,
                   **{f"auroc_{k}": 0.8 for k in bench.OOD})]
-    table, notes = bench.tradeoff(rows)
+    table, notes = bench_report.tradeoff(rows)
     cells = {line.split(" | ")[1].split(" ")[0]: line.split(" | ") for line in table.splitlines()[2:]}
     assert "label accuracy 0.85 agrees" in cells["vae"][7]  # yes from 0.8
     assert "label accuracy 0.30 (cfg.py) CONTRADICTS" in cells["ddpm"][7]  # the lesson's yes, measured below 0.5

@@ -132,6 +132,7 @@ def test_generate_draws_labels_then_x_T_per_batch(kind):
     model = shaped(toy_model(5, kind), kind)
     if kind == "points":
         model.shift, model.scale = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5])  # data space != model's
+        model.box = 0.5  # the train set's box (ddpm.x0_box): small, so that the clamp acts
     x = cfg.generate(model, 5, generator=torch.Generator().manual_seed(3), guidance=2.5, steps=4, batch_size=3)
     assert x.shape == (5, *model.shape) and x.dtype == torch.float32 and x.device.type == "cpu"
     assert torch.isfinite(x).all()
@@ -141,7 +142,7 @@ def test_generate_draws_labels_then_x_T_per_batch(kind):
         y = torch.randint(5, (b,), generator=g)
         x_T = torch.randn(b, *model.shape, generator=g)
         x_0 = ddpm.sample(cfg.guided_eps(model, y, 2.5), model.alpha_bar64, x_T, "dpm++2m", 4,
-                          x0_clip=1.0 if kind == "images" else None)
+                          x0_clip=1.0 if kind == "images" else 0.5)
         ref.append(x_0 * model.scale + model.shift)
     assert torch.equal(x, torch.cat(ref))
     again = cfg.generate(model, 5, generator=torch.Generator().manual_seed(3), guidance=2.5, steps=4, batch_size=3)
@@ -210,6 +211,8 @@ def test_train_writes_a_labelled_checkpoint(grid_ckpt):
     assert model.num_classes == 25 and cfg.null_label(model) == 25  # grid25: the label is the mode index
     assert (grid_ckpt.parent / "samples.png").is_file()
     assert model.config["p_uncond"] == cfg.P_UNCOND
+    import data
+    assert model.box == pytest.approx(ddpm.points_box(data.load("grid25").x))  # the samplers' x_0 box, saved
 
 
 def test_sample_cli_one_label(grid_ckpt, tmp_path):

@@ -260,6 +260,15 @@ def test_points_cd_starts_from_the_teacher_and_sample(grid_teacher, tmp_path):
         assert x.shape == (50, 2) and np.isfinite(x).all()
     code, out, err = cli("sample", "--ckpt", path, "--n", 5, "--sigmas", "20,1.5,0.3", "--out", tmp_path / "s.png")
     assert code == 0 and "3 network call(s) each at sigma = 20, 1.5, 0.3" in out and (tmp_path / "s.png").is_file()
+    import data
+    assert model.box == pytest.approx(ddpm.points_box(data.load("grid25").x))  # saved by train
+
+    model.forward = lambda x, sigma, y=None: 1e3 * x  # a consistency function whose x_0 lies far off the data
+    for steps in (1, 2):  # every call's x_0 is clamped to the train set's box, so the samples lie in it
+        x = model.normalize(cm.generate(model, 40, generator=torch.Generator().manual_seed(0), steps=steps))
+        assert float(x.abs().max()) <= model.box + 1e-5
+    model.box = None
+    assert float(model.normalize(cm.generate(model, 40, generator=torch.Generator().manual_seed(0))).abs().max()) > 10
 
 
 def test_cd_resume_is_exact_target_included(grid_teacher, tmp_path):

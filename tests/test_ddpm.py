@@ -556,7 +556,8 @@ def test_generate_is_x_T_then_sample_then_denormalize(grid_ckpt):
     ref = []
     for b in (4, 3):
         x_T = torch.randn(b, 2, generator=g)
-        ref.append(ddpm.sample(model.eps, model.alpha_bar64, x_T, "ddim", 5, 1.0, g) * model.scale + model.shift)
+        ref.append(ddpm.sample(model.eps, model.alpha_bar64, x_T, "ddim", 5, 1.0, g, x0_clip=model.box) * model.scale
+                   + model.shift)
     assert torch.equal(x, torch.cat(ref))
     again = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), method="ddim", steps=5, eta=1.0,
                           batch_size=4)
@@ -567,7 +568,36 @@ def test_generate_is_x_T_then_sample_then_denormalize(grid_ckpt):
     fast = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), steps=8)
     x_T = torch.randn(7, 2, generator=torch.Generator().manual_seed(1))
     assert ddpm.timesteps(model.T, 8, model.alpha_bar64, "karras", 3.0) != ddpm.timesteps(model.T, 8, model.alpha_bar64)
-    assert torch.equal(fast, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 8) * model.scale + model.shift)
+    assert torch.equal(fast, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 8, x0_clip=model.box)
+                       * model.scale + model.shift)
+    free = ddpm.generate(model, 7, generator=torch.Generator().manual_seed(1), steps=8, x0_clip=None)
+    assert torch.equal(free, ddpm.sample(model.eps, model.alpha_bar64, x_T, "dpm++2m", 8) * model.scale + model.shift)
+
+
+def test_points_x0_is_clamped_to_the_saved_train_box(grid_ckpt):
+    """train saves the box of the standardized train points; the samplers clamp the predicted x_0 to it, so even a
+    network that predicts garbage (here eps pushing every sample outward) gives samples inside the box, while
+    x0_clip=None leaves them far out; a checkpoint without a box (older ones) is not clamped."""
+    import data
+
+    model = ddpm.load(grid_ckpt)
+    assert model.box == pytest.approx(ddpm.points_box(data.load("grid25").x)) and 1.0 < model.box < 3.0
+    assert ddpm.x0_box(model, 1.0) == model.box and ddpm.x0_box(model, None) is None
+
+    class Outward(torch.nn.Module):
+        def forward(self, x, t, y=None):
+            return -50 * x  # eps = -50 x: x_0 = (x + 50 sqrt(1 - alpha_bar) x) / sqrt(alpha_bar), far out
+
+    model.net = Outward()
+    for method in ("dpm++2m", "ddim"):
+        x = model.normalize(ddpm.generate(model, 50, generator=torch.Generator().manual_seed(0), method=method,
+                                          steps=10))
+        assert float(x.abs().max()) <= model.box + 1e-4, method
+        free = model.normalize(ddpm.generate(model, 50, generator=torch.Generator().manual_seed(0), method=method,
+                                             steps=10, x0_clip=None))
+        assert float(free.abs().max()) > 10 * model.box, method
+    model.box = None
+    assert ddpm.x0_box(model, 1.0) is None
 
 
 @pytest.mark.usefixtures("single_thread")
