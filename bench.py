@@ -48,7 +48,8 @@ data space), `likelihood(model, x, **settings)` where the family has one, and a 
 per data kind and under --quick, the sampler settings, the likelihood settings, the network whose calls are counted,
 the lesson's claim; "samplers" / "guidance" settings put a family in those suites), plus fid.py's metrics. A family
 whose file is missing, does not import or lacks the surface is reported as "not available"; one whose training or
-sampling fails is reported as "failed: ...". Adding a family is a file with the surface plus its name in MODELS.
+sampling fails is reported as "failed: ...". Adding a family is a file with the surface plus its name in MODELS
+(bench_report.py).
 
 Commands:
     python bench.py                                  # toy suite, 3 seeds, 300 s per model, curves at 30/60/150/300 s
@@ -94,7 +95,7 @@ from bench_report import (MODELS, OOD, SHORT, SUITES, TOYS, anomaly_markdown, cl
 
 ROOT = Path(__file__).resolve().parent
 # Seconds of training loop per model: the verdict budget (bench/curves.png shows the learning curves: at 300 s the
-# score model, and on ring8 the flow, fm and the GAN, have flattened; the rest still climb slowly, README). The
+# score model, and on ring8 the flow, fm, CFG and the GAN, have flattened; the rest still climb slowly, README). The
 # setting suites reuse the toy / mnist checkpoints, so they take those budgets.
 BUDGET = {"toy": 300.0, "mnist": 300.0}
 QUICK_BUDGET = {"toy": 1.0, "mnist": 3.0}

@@ -268,7 +268,8 @@ def generate(model: Consistency, n: int, *, generator: torch.Generator | None = 
     """n samples in data space, float32 on the CPU: per batch x_T = sigma_max z, then `sample` on `sigmas` (default
     sampling_sigmas(steps) of the model's range), all noise from `generator` (drawn on its device), images clamped to
     [-1, 1] after each call and points to the train set's box (ddpm.x0_box's reason: off the data a long-trained
-    network's output can be garbage, 4 of 2,500 two-step grid25 samples lay 30x outside), then denormalized.
+    network's output can be garbage; 4 of 2,500 two-step grid25 samples lay beyond radius 8, one at 187, where the
+    grid spans +-4), then denormalized.
     Unconditional: y must be None."""
     if y is not None:
         raise ValueError("consistency.py's models are unconditional: y must be None")
