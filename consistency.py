@@ -87,6 +87,7 @@ class Consistency(nn.Module):
         self.net, self.sigma_data = net, sigma_data
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.num_classes = 0  # unconditional (labels: cfg.py, fm.py)
+        self.box = None  # points: the train set's box generate clamps x_0 to; build sets it
         self.register_buffer("log_sigma_steps", torch.as_tensor(log_sigma_steps, dtype=torch.float64))
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
@@ -279,7 +280,7 @@ def generate(model: Consistency, n: int, *, generator: torch.Generator | None = 
     if not sigmas or any(not model.sigma_min < s <= model.sigma_max for s in sigmas):
         raise ValueError(f"sigmas must lie in ({model.sigma_min:g}, {model.sigma_max:g}], got {sigmas}")
     dev = model.shift.device
-    box = 1.0 if len(model.shape) == 3 else getattr(model, "box", None)  # None: a checkpoint saved without one
+    box = 1.0 if len(model.shape) == 3 else model.box  # None: a checkpoint saved without one
 
     def f_fn(x, sigma):
         x_0 = model(x, sigma)

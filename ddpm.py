@@ -113,6 +113,7 @@ class DDPM(nn.Module):
         if t_sampling not in ("uniform", "lognormal"):
             raise ValueError(f"unknown t_sampling {t_sampling!r}; use uniform or lognormal")
         self.t_sampling, self.p_mean = t_sampling, p_mean
+        self.box = None  # points: the train set's box the samplers clamp x_0 to (x0_box); build sets it
         betas = make_betas(schedule, T) if isinstance(schedule, str) else np.asarray(schedule, dtype=np.float64)
         if betas.shape != (T,):
             raise ValueError(f"need {T} betas, got shape {betas.shape}")
@@ -495,7 +496,7 @@ def x0_box(model: DDPM, x0_clip: float | None) -> float | None:
     in 2,500 landed at 1e9 on ring8 after 60k steps. None (x0_clip None, or a checkpoint without a box): no clamp."""
     if x0_clip is None or len(model.shape) == 3:
         return x0_clip
-    return getattr(model, "box", None)
+    return model.box
 
 
 def load(path, device: str = "cpu") -> DDPM:
