@@ -184,6 +184,8 @@ def train(
     schedule: Annotated[str, Opt(help="beta schedule: linear or cosine")] = "linear",
     prediction: Annotated[str, Opt(help="network target: eps (noise) or v")] = "eps",
     min_snr: Annotated[float, Opt(help="min-SNR-gamma loss weighting, gamma (0 = plain L_simple)")] = 5.0,
+    t_sampling: Annotated[str, Opt(help="training t: uniform (Ho et al.) or lognormal (EDM's noise levels)")] = "uniform",
+    p_mean: Annotated[float, Opt(help="lognormal t: mean of ln sigma (EDM's P_mean is -1.2; its std P_std is 1.2)")] = -1.2,
     net: nets.Net = "unet",
     ch: nets.Ch = 32,
     ch_mult: nets.ChMult = "1,2,2",
@@ -418,7 +420,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 BENCH = {
     "claim": "guidance trades diversity for quality",
     "kinds": ("points", "images"),
-    "options": {"points": {}, "images": {}},  # train's defaults (ddpm.py's options)
+    # images: train's defaults; points: ddpm.py's toy recipe (v, lognormal t with P_mean -2.5; its BENCH says why)
+    "options": {"points": {"prediction": "v", "min_snr": 0.0, "t_sampling": "lognormal", "p_mean": -2.5},
+                "images": {}},
     "quick": {"points": {"hidden": 64, "depth": 2}, "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10}},
     # labels drawn uniformly (y = None); "method" is generate's sampling algorithm, "sampler" the row's label
     "settings": {

@@ -386,8 +386,9 @@ def reconstruct(
 BENCH = {
     "claim": "latent diffusion: per-step cost cut 16-64x, ~3200x effective with DDIM-50",
     "kinds": ("points", "images"),
-    # points: ddpm.py's toy recipe for the latent DDPM (a flat 2-D z)
-    "options": {"points": {"prediction": "eps", "min_snr": 5.0, "t_sampling": "uniform", "ema_decay": 0.995},
+    # points: ddpm.py's toy recipe for the latent DDPM (a flat 2-D z; its BENCH says why P_mean is -2.5)
+    "options": {"points": {"prediction": "v", "min_snr": 0.0, "t_sampling": "lognormal", "p_mean": -2.5,
+                           "ema_decay": 0.995},
                 "images": {}},
     "quick": {"points": {"hidden": 64, "depth": 2, "ae_steps": 100, "ae_hidden": 16},
               "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10, "ae_steps": 100, "ae_hidden": 16}},

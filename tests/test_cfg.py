@@ -203,7 +203,7 @@ def test_bench_schema():
 def grid_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("cfg-grid25")
     return cfg.train(data="grid25", steps=20, hidden=32, depth=1, timesteps=50, batch_size=128, out=str(out),
-                     device="cpu")
+                     device="cpu", **cfg.BENCH["options"]["points"])  # bench's toy recipe
 
 
 def test_train_writes_a_labelled_checkpoint(grid_ckpt):
@@ -213,6 +213,8 @@ def test_train_writes_a_labelled_checkpoint(grid_ckpt):
     assert model.config["p_uncond"] == cfg.P_UNCOND
     import data
     assert model.box == pytest.approx(ddpm.points_box(data.load("grid25").x))  # the samplers' x_0 box, saved
+    # the training noise levels are options of cfg.py too, saved and rebuilt: the toy recipe's lognormal P_mean -2.5
+    assert (model.t_sampling, model.p_mean, model.prediction) == ("lognormal", -2.5, "v")
 
 
 def test_sample_cli_one_label(grid_ckpt, tmp_path):
