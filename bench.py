@@ -524,6 +524,13 @@ def aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
+def seed_warning(per_seed: list[dict]) -> str | None:
+    """The seeds whose samples gave no metrics (score_samples' note: non-finite values), named in the row, so that a
+    mean over the other seeds is not read as the mean of all of them."""
+    bad = [f"seed {r['seed']}: {r['note']}" for r in per_seed if r.get("note")]
+    return "; ".join(bad) + f"; the mean is over the other {len(per_seed) - len(bad)}" if bad else None
+
+
 def not_run(base: dict, status: str) -> list[dict]:
     return [dict(base, sampler="-", nfe=None, ms_per_sample=None, train_seconds=None, status=status)]
 
@@ -605,7 +612,7 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
             for i, s in enumerate(settings):
                 x, nfe, ms = timed_sample(fam, model, cfg["n"], s, seed)
                 r = dict(score_samples(x, ref), nfe=nfe, ms_per_sample=ms, train_seconds=info["train_seconds"],
-                         steps=info["steps"], **(likelihood or {}))
+                         steps=info["steps"], seed=seed, **(likelihood or {}))
                 per[s["sampler"]].append(r)
                 if s is curve_setting:
                     curve.append(curve_entry(fracs[-1], info, r))
@@ -628,6 +635,8 @@ def bench_family(name: str, data: str, ref: Reference, runs: Runs, cfg: dict, lo
                    train_seconds=agg.pop("train_seconds", None), **agg, seeds_ok=ok, n_samples=cfg["n"],
                    reference=f"{data}:test ({len(ref.x)}), {ref.extractor}", status=status if ok else
                    "failed: " + "; ".join(failures))
+        if warning := seed_warning(per[s["sampler"]]):
+            row["warning"] = warning
         if s is curve_setting and curve:  # the learning curve (seed mean) and the speed-of-convergence snapshot
             row.update(curve=curve, curve_sampler=s["sampler"], **({f"short_{k}": v for k, v in short.items()
                                                                     if k != "frac"} if short else {}))

@@ -54,7 +54,8 @@ def _cols(r: dict, images: bool) -> list[str]:
     short = _fmt(g("short_fid"), ".2f") if images else _fmt(g("short_hq"), ".3f")  # speed of convergence
     return [r["data"], r["model"], r["sampler"], *quality, short, _fmt(g("precision"), ".3f"), _fmt(g("recall"), ".3f"), nll,
             _fmt(g("nfe"), ".0f"), _fmt(g("ms_per_sample"), ".3g"), _fmt(g("train_seconds"), ".1f"),
-            _fmt(g("steps"), ".0f"), r["status"] if r["status"] == "ok" else r["status"][:90]]
+            _fmt(g("steps"), ".0f"), (r["status"] if r["status"] == "ok" else r["status"][:90]) +
+            (f" ({r['warning'][:120]})" if g("warning") else "")]
 
 
 def _header(images: bool) -> list[str]:
@@ -257,6 +258,11 @@ def tradeoff(rows: list[dict]) -> tuple[str, list[str]]:
     return md_table(header, body), notes
 
 
+def _g(v) -> str:
+    """A number in 3 significant digits, or "-" where a seed-mean curve point has none (a seed without metrics)."""
+    return "-" if v is None else f"{v:.3g}"
+
+
 def frontier_claims(rows: list[dict]) -> list[str]:
     """The lesson's frontier claims, each checked against the measured rows in one plain sentence."""
     out = []
@@ -270,7 +276,7 @@ def frontier_claims(rows: list[dict]) -> list[str]:
             wins = sum(better(a, b) for _, _, a, _, b in pairs if a is not None and b is not None)
             verdict = "holds" if wins == len(pairs) else "partly" if wins else "does NOT hold"
             out.append(f"{data}: flow matching trains faster: {verdict}: {key} of fm vs ddpm along the same budget: " +
-                       "; ".join(f"{a:.3g} vs {b:.3g} at {sa:.0f} s / {sb:.0f} s" for _, sa, a, sb, b in pairs) + ".")
+                       "; ".join(f"{_g(a)} vs {_g(b)} at {sa:.0f} s / {sb:.0f} s" for _, sa, a, sb, b in pairs) + ".")
     srows = [r for r in ok if r["suite"] == "samplers" and r.get("fid") is not None]
     for data in sorted({r["data"] for r in srows}, key=lambda d: (d not in TOYS, d)):
         rd = [r for r in srows if r["data"] == data]

@@ -126,7 +126,10 @@ def generate(model: LDM, n: int, *, generator: torch.Generator | None = None, y=
              x0_clip: float | None = None, batch_size: int = 1000) -> torch.Tensor:
     """n samples in data space on the CPU: z_0 = ddpm.generate(the latent DDPM) (z_T ~ N(0, I), then ddpm.sample with
     `method` in `steps` calls of eps_theta; the same generator runs through), x = decode(z_0). x0_clip clamps the
-    predicted latent z_0 (None: off; latents are not bounded like pixels). spacing "auto" is ddpm.generate's: karras
+    predicted latent z_0 of images (None: off; latents are not bounded like pixels); points' z_0 is always clamped to
+    the box of the scaled train latents that train saves (ddpm.x0_box; none in older checkpoints), since off the
+    data the latent network's output can be garbage (a 300 s grid25 model: 50 NaN values in 2,500 samples without
+    the clamp, none with it). spacing "auto" is ddpm.generate's: karras
     with `rho` for dpm++2m on spatial latents (FID 9.5 against lambda's 11.3 at 20 calls, README), else lambda.
     A model trained with labels samples through cfg.generate instead: labels y (an int, a LongTensor [n], or None:
     uniform over the classes) and eps_u + s (eps_c - eps_u) with s = `guidance` (1: the conditional model alone)."""
@@ -134,6 +137,8 @@ def generate(model: LDM, n: int, *, generator: torch.Generator | None = None, y=
         raise ValueError("this ldm.py model was trained without labels (python ldm.py train --labels): y must be "
                          "None and guidance 1")
     spacing = ddpm.auto_spacing(spacing, model.latent_shape, method)
+    if len(model.latent_shape) == 1:
+        x0_clip = 1.0  # points: any bound selects the saved latent box in ddpm.x0_box (None there turns it off)
     if model.num_classes:  # cfg.py's guided sampling on the latent DDPM (labels checked there)
         z_0 = cfg.generate(model.diffusion, n, generator=generator, y=y, guidance=guidance, method=method,
                            steps=steps, eta=eta, spacing=spacing, rho=rho, x0_clip=x0_clip, batch_size=batch_size)
@@ -280,6 +285,8 @@ def train(
     mu = encode_all(autoenc, ds.x).cpu()
     s = 1 / mu.std().item()
     latents = datasets.Dataset(s * mu, ds.y, "latents", f"{data} latents")
+    if ds.kind == "points":  # the latent samplers clamp z_0 to the box of the scaled train latents (generate)
+        config["box"] = float(latents.x.abs().max())
     config["ae_model"] = training.load_checkpoint(ae_path, "vae")["config"]["model"]
     ddpm.validate(config, autoenc.latent_shape)  # e.g. a DiT patch must divide the latent, not the image
 

@@ -252,6 +252,8 @@ add("ddpm-points-box-unused", "ddpm.py", "return model.box", "return None", "tes
 add("ddpm-points-box-range", "ddpm.py", "return float(((x - x.mean(0)) / x.std(0)).abs().max())", "return float((x - x.mean(0)).abs().max())", "tests/test_ddpm.py::test_points_x0_is_clamped_to_the_saved_train_box")
 add("cfg-points-box-not-saved", "cfg.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_cfg.py::test_train_writes_a_labelled_checkpoint")
 add("cfg-points-box-unused", "cfg.py", "clip = ddpm.x0_box(model, x0_clip)", "clip = x0_clip if len(model.shape) == 3 else None", "tests/test_cfg.py::test_generate_draws_labels_then_x_T_per_batch")
+add("ldm-points-box-not-saved", "ldm.py", 'config["box"] = float(latents.x.abs().max())', "pass", "tests/test_ldm.py::test_points_commands_smoke")
+add("ldm-points-box-unused", "ldm.py", "x0_clip = 1.0  # points", "pass  # points", "tests/test_ldm.py::test_points_commands_smoke")
 add("consistency-points-box-not-saved", "consistency.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("consistency-points-box-unused", "consistency.py", "box = 1.0 if len(model.shape) == 3 else model.box", "box = 1.0 if len(model.shape) == 3 else None", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("score-clip-sign", "score.py", "return s + (d.clamp(-box, box) - d) / var", "return s + (d - d.clamp(-box, box)) / var", "tests/test_score.py::test_clip_denoised_keeps_the_tweedie_estimate_in_the_box")

@@ -374,6 +374,8 @@ def test_frontier_claims_by_hand():
     assert "flow matching trains faster: holds" in "\n".join(bench_report.frontier_claims(fast))
     fast[0]["curve"][2]["fid"] = 13
     assert "flow matching trains faster: partly" in "\n".join(bench_report.frontier_claims(fast))
+    del fast[0]["curve"][2]["fid"]  # a seed-mean point without the metric (a seed's samples were not finite)
+    assert "20 vs 25 at 150 s / 150 s; - vs 12 at 300 s / 300 s." in "\n".join(bench_report.frontier_claims(fast))
 
 
 def test_load_note_counts_this_runs_threads():
@@ -495,3 +497,15 @@ def test_setting_suite_samples_the_given_checkpoint(tmp_path):
     assert all(r["budget_s"] is None for r in rows) and not (tmp_path / "runs" / "ring8").exists()  # nothing trained
     assert {r["sampler"] for r in rows} >= {"ddpm-1000", "ddim-10-eta0"}
     assert f"ddpm `{path}` (20 steps)" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_seed_without_metrics_is_named_in_its_row():
+    """A seed whose samples held non-finite values has no metrics (score_samples' note): the row's mean is over the
+    other seeds, and the row says so in its status cell instead of passing for the mean of all of them."""
+    per = [dict(seed=0, hq=0.8), dict(seed=1, note="50 non-finite sample values: no metrics"), dict(seed=2, hq=0.9)]
+    assert bench.aggregate(per)["hq"] == pytest.approx(0.85)
+    warning = bench.seed_warning(per)
+    assert warning == "seed 1: 50 non-finite sample values: no metrics; the mean is over the other 2"
+    assert bench.seed_warning([per[0], per[2]]) is None
+    row = dict(data="grid25", model="m", sampler="s", status="ok", warning=warning, hq=0.85)
+    assert bench_report._cols(row, images=False)[-1] == f"ok ({warning})"

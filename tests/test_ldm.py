@@ -217,6 +217,18 @@ def test_points_commands_smoke(tmp_path, monkeypatch):
     assert code == 0, err
     model = ldm.load(tmp_path / "ckpt.pt")
     assert model.latent_shape == (2,) and model.encode(torch.randn(3, 2)).shape == (3, 2)
+    # the latent samplers clamp z_0 to the box of the scaled train latents, which train saves: a network that
+    # predicts garbage still gives latents inside it (ddpm.x0_box; images keep x0_clip, None by default)
+    import data
+    box = float(ldm.encode_all(model.ae, data.load("moons").x).mul(model.scale_factor).abs().max())
+    assert model.diffusion.box == pytest.approx(box, rel=1e-5)
+    with torch.no_grad():
+        for p in model.diffusion.net.out.parameters():
+            p.fill_(1e3)  # eps = 1e3 (x + 1) everywhere: z_0 far outside the data without the clamp
+    z = []
+    model.decode = lambda z_0: z.append(z_0) or z_0  # noqa: E731 (catch the latents the sampler hands the decoder)
+    ldm.generate(model, 50, generator=torch.Generator().manual_seed(0), method="ddim", steps=5)
+    assert z[0].abs().max() <= box * (1 + 1e-6)
     code, out, err = run_app(ldm.app, "sample", "--ckpt", tmp_path / "ckpt.pt", "--n", 7, "--out", tmp_path / "s.npz")
     assert code == 0 and np.load(tmp_path / "s.npz")["x"].shape == (7, 2), err
     code, out, err = run_app(ldm.app, "nll", "--ckpt", tmp_path / "ckpt.pt", "--n", 10, "--n-t", 5, "--device", "cpu")
