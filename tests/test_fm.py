@@ -393,6 +393,44 @@ def test_points_sample_nll_reflow(grid_ckpt, tmp_path):
     assert code == 0 and out.count("S_relative") == 2 and "fd_euler4" in out, err
 
 
+@given(seed=st.integers(0, 10_000), box=st.floats(0.5, 3.0))
+@settings(max_examples=10)
+def test_clamped_velocity_keeps_the_endpoint_in_the_box(seed, box):
+    """v_c = v + (clip(x_1_hat) - x_1_hat) / (1 - t) with x_1_hat = x + (1 - t) v: the endpoint it predicts is the
+    clamped one, and v_c is v bit for bit wherever x_1_hat lies inside the box (and at t = 1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = 2 * torch.randn(64, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(64, generator=g, dtype=torch.float64)
+    t[0] = 1.0
+    v = 3 * torch.randn(64, 2, generator=g, dtype=torch.float64)
+    v_c = fm.clamped_velocity(lambda x_, t_: v, box)(x, t)
+    x_1 = x + (1 - t)[:, None] * v
+    keep = (x_1.abs() <= box).all(1) | (t == 1)
+    assert keep.any() and not keep.all()
+    assert torch.equal(v_c[keep], v[keep])
+    moved = t < 1
+    torch.testing.assert_close(x[moved] + (1 - t[moved])[:, None] * v_c[moved], x_1[moved].clamp(-box, box))
+
+
+def test_points_generate_clamps_the_endpoint_to_the_saved_box(grid_ckpt):
+    """train saves the standardized train set's box; a network predicting garbage still gives samples inside it,
+    and far outside without it (box None: an older checkpoint)."""
+    import data
+    model, x = fm.load(grid_ckpt), data.load("grid25").x
+    box = float(((x - x.mean(0)) / x.std(0)).abs().max())
+    assert model.box == pytest.approx(box)
+    with torch.no_grad():
+        for p in model.net.out.parameters():
+            p.fill_(1e3)
+    for b, inside in ((box, True), (None, False)):
+        model.box = b
+        z = model.normalize(fm.generate(model, 50, generator=torch.Generator().manual_seed(0), method="midpoint",
+                                        steps=3))
+        # within 0.1%: the clamp holds the predicted endpoint of each evaluation, and midpoint's last step lands
+        # on x + h v_c(x_mid), a hair from x_mid's clamped endpoint; the garbage network lands at ~1e3 without it
+        assert bool((z.abs() <= box * 1.001).all()) == inside
+
+
 def test_reflow_resume_is_exact(grid_ckpt, tmp_path):
     kw = dict(ckpt=str(grid_ckpt), pairs=64, pair_steps=2, batch_size=16, eval_n=16, device="cpu")
     a = fm.reflow(steps=6, out=str(tmp_path / "a"), **kw)
