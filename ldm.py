@@ -42,7 +42,7 @@ Commands (2-core CPU shared with other jobs; one thread; see the README's ldm.py
     python ldm.py nll                                        # the LSGM bound in bits/dim on the test split
     python ldm.py reconstruct --out recon.npz && python fid.py score recon.npz mnist5k:test   # the ceiling
     python ldm.py train --net dit --dit-size DiT-S/7 --dit-patch 1   # a DiT on the 7x7 latent (49 tokens)
-    python ldm.py train --data grid25 --steps 3000           # points: flat z, an MLP denoiser
+    python ldm.py train --data grid25 --steps 3000 --p-mean -2.5   # points: flat z, an MLP denoiser (README: the toy recipe)
     python ldm.py train --labels --out runs/ldm-labels && python ldm.py sample --ckpt runs/ldm-labels/ckpt.pt \
         --label 7 --guidance 2                               # class-conditional, with cfg.py's guidance
 """
