@@ -361,6 +361,8 @@ def train(
     ct_start: Annotated[int, Opt(help="CT: s0, the initial number of level intervals")] = 10,
     ct_end: Annotated[int, Opt(help="CT: s1, the final number of level intervals")] = 1280,
     ct_double_every: Annotated[int, Opt(help="CT: K', steps between doublings of the number of levels")] = 300,
+    p_mean: Annotated[float, Opt(help="CT: mean of ln sigma in p(n) (iCT: -1.1)")] = P_MEAN,
+    p_std: Annotated[float, Opt(help="CT: std of ln sigma in p(n) (iCT: 2.0)")] = P_STD,
     sigma_min: Annotated[float, Opt(help="smallest noise level (CD: at least the teacher's)")] = SIGMA_MIN,
     sigma_max: Annotated[float, Opt(help="largest noise level (CD: at most the teacher's)")] = SIGMA_MAX,
     sigma_data: Annotated[float, Opt(help="sigma_data of the scalings (1 = ddpm.py's v-prediction)")] = 1.0,
@@ -403,6 +405,7 @@ def train(
     check(1 <= ct_start <= ct_end and ct_double_every >= 1, "need 1 <= --ct-start <= --ct-end and --ct-double-every >= 1")
     check(0 < sigma_min < sigma_max, f"need 0 < --sigma-min < --sigma-max, got {sigma_min}, {sigma_max}")
     check(sigma_data > 0, f"--sigma-data must be positive, got {sigma_data}")
+    check(p_std > 0, f"--p-std must be positive, got {p_std}")
     training.seed_everything(seed)  # the initial weights depend on --seed alone
     ds = datasets.load(data)
     points = ds.kind == "points"
@@ -450,7 +453,7 @@ def train(
             else:
                 N = ct_levels(k, ct_double_every, ct_start, ct_end)
                 ct_sigmas = karras_sigmas(N, lo, hi)
-                per_example = ct_loss(f, x, ct_sigmas, level_probs(ct_sigmas), loss)
+                per_example = ct_loss(f, x, ct_sigmas, level_probs(ct_sigmas, p_mean, p_std), loss)
         tr.step(per_example.mean(), **({} if teacher is not None else {"levels": N}))
         if teacher is not None:
             update_target(target, model, target_decay)

@@ -14,7 +14,9 @@ The chains start from a replay buffer of past negatives (about 10,000 samples, 5
 noise each step), so a short chain per step continues a long one. The buffer is Trainer state: it is checkpointed
 and restored by --resume, so resuming is exact.
 
-Samples: long Langevin chains from noise (`sample --langevin-steps`). Likelihood: only on 2-D points can the
+Samples: long Langevin chains from noise (`sample --langevin-steps`), or on points Metropolis-adjusted Langevin
+(`sample --sampler mala`), whose accept/reject step makes exp(-E) / Z exactly invariant: the learned wells of grid25
+are too narrow for ULA at any step that also travels between them (README). Likelihood: only on 2-D points can the
 partition function be computed, by integrating exp(-E) on a grid (log Z = logsumexp(-E) + log cell area); in higher
 dimension the grid grows as n^D, which is why EBMs report no likelihood on images.
 
@@ -28,6 +30,7 @@ chains at 1e-4, because the learned wells become too narrow for ULA at 1e-3 (see
 Algorithm -> function:
     energy networks (MLP for points, CNN for images)     -> EnergyMLP, EnergyCNN, EBM
     Langevin dynamics                                    -> langevin
+    Metropolis-adjusted Langevin (Roberts & Tweedie 1996) -> mala
     replay buffer with 5% restarts                       -> negatives
     contrastive divergence loss + regularizer (Alg. 1)   -> cd_loss
     exact log-likelihood on 2-D points (grid)            -> log_partition, EBM.nll; the box checked by mass_outside
@@ -37,6 +40,7 @@ Commands:
     python ebm.py train                                  # mnist5k, 288 s on 2 CPU cores -> runs/ebm-mnist5k/
     python ebm.py sample --langevin-steps 1000           # -> runs/ebm-mnist5k/sample.png (.npz: raw samples)
     python ebm.py train --data grid25                    # 2-D toy, MLP energy
+    python ebm.py sample --ckpt runs/ebm-grid25/ckpt.pt --sampler mala --langevin-steps 500   # exp(-E) exactly
     python ebm.py nll --ckpt runs/ebm-grid25/ckpt.pt     # exact NLL (nats) on the test points by grid integration
     torchrun --nproc_per_node=2 ebm.py train             # DDP (gloo on CPU, NCCL on GPU)
 """
@@ -154,6 +158,42 @@ def langevin(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
     return x
 
 
+def mala(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
+         generator: torch.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """Metropolis-adjusted Langevin (Roberts & Tweedie 1996, https://doi.org/10.2307/3318418): the ULA proposal
+    y = x - h grad E(x) + sqrt(2h) w, accepted with probability min(1, exp(E(x) - E(y)) q(x | y) / q(y | x)),
+    q(y | x) = N(y; x - h grad E(x), 2h I), otherwise x stays. p_theta = exp(-E) / Z is then exactly invariant at any
+    step h, where ULA's own stationary law drifts from it as h grows (on a Gaussian of variance s^2 ULA's is
+    s^2 / (1 - h / (2 s^2))). Returns (x detached, the mean acceptance rate)."""
+    h = step_size
+    where = generator.device if generator is not None else x.device
+
+    def energy_and_grad(z):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            E = energy_fn(z)
+            (grad,) = torch.autograd.grad(E.sum(), z)
+        return E.detach(), grad
+
+    def log_q(to, frm, grad_frm):  # log N(to; frm - h grad E(frm), 2h I) up to a constant that cancels
+        return -((to - frm + h * grad_frm) ** 2).flatten(1).sum(1) / (4 * h)
+
+    x = x.detach().clone()
+    E, grad = energy_and_grad(x)
+    accepted = 0.0
+    for _ in range(steps):
+        w = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)  # w ~ N(0, I)
+        y = x - h * grad + math.sqrt(2 * h) * w
+        E_y, grad_y = energy_and_grad(y)
+        log_alpha = E - E_y + log_q(x, y, grad_y) - log_q(y, x, grad)
+        u = torch.rand(x.shape[0], generator=generator, device=where, dtype=x.dtype).to(x.device)
+        accept = u.log() < log_alpha  # [B]
+        keep = accept.view(-1, *[1] * (x.dim() - 1))
+        x, E, grad = torch.where(keep, y, x), torch.where(accept, E_y, E), torch.where(keep, grad_y, grad)
+        accepted += accept.float().mean().item() / steps
+    return x, accepted
+
+
 def negatives(energy_fn: Callable, buffer: torch.Tensor, fresh: Callable[[int], torch.Tensor], batch_size: int,
               steps: int, step_size: float, noise_std: float, restart: float = 0.05,
               clamp: tuple[float, float] | None = None) -> torch.Tensor:
@@ -249,6 +289,10 @@ app = training.App(help="Energy-based model: contrastive divergence with Langevi
 # ~45% high quality at 1e-4; 8-11 modes, ~1% at 3e-4), lr 1e-3.
 DEFAULTS = {"images": dict(lr=1e-4, step_size=1.0, noise_std=0.01, sample_step_size=1.0),
             "points": dict(lr=1e-3, step_size=1e-3, noise_std=-1.0, sample_step_size=1e-4)}
+# MALA's default step on points (normalized units): on a grid25 model at 300 s (hq of 2,500 chains from noise, 500
+# steps) h = 1e-4 0.04, 1e-3 0.33, 1e-2 0.66 (acceptance 0.24), 3e-2 0.62, 1e-1 0.49; ULA 1e-4 0.04 (README)
+MALA_STEP = 1e-2
+SAMPLERS = ("ula", "mala")
 
 
 def build(config: dict) -> EBM:
@@ -299,17 +343,26 @@ def load(path: str | Path, device: str = "cpu") -> EBM:
 
 
 def generate(model: EBM, n: int, *, generator: torch.Generator | None = None, y=None, steps: int = 1000,
-             step_size: float = 0.0, noise_std: float = -1.0, batch: int = 500) -> torch.Tensor:
-    """n samples in data space on the CPU: Langevin chains of `steps` steps from noise (EBM.noise), `batch` chains at
-    a time with one generator running through. step_size 0 and noise_std -1: the checkpoint's sampling chain
-    (chain_settings: ULA at sample_step_size for points, the cold clamped chain for images)."""
+             step_size: float = 0.0, noise_std: float = -1.0, batch: int = 500, method: str = "ula") -> torch.Tensor:
+    """n samples in data space on the CPU: chains of `steps` steps from noise (EBM.noise), `batch` chains at a time
+    with one generator running through. method "ula" (Langevin): step_size 0 and noise_std -1 are the checkpoint's
+    sampling chain (chain_settings: ULA at sample_step_size for points, the cold clamped chain for images). "mala"
+    (points only): Metropolis-adjusted Langevin at step_size, 0 = MALA_STEP."""
     if y is not None:
         raise ValueError("ebm.py's EBM is unconditional: y must be None")
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; use {' or '.join(SAMPLERS)}")
+    if method == "mala" and model.images:  # images are trained against cold chains, not exp(-E) itself
+        raise ValueError("mala samples exp(-E) itself: points only (images use the cold chains the model was trained with)")
     step, noise, clamp = chain_settings(model.config, step_size)
     noise = noise if noise_std < 0 else noise_std
     out = []
     for start in range(0, n, batch):
-        x = langevin(model, model.noise(min(batch, n - start), generator), steps, step, noise, generator, clamp)
+        x = model.noise(min(batch, n - start), generator)
+        if method == "mala":
+            x, _ = mala(model, x, steps, step_size or MALA_STEP, generator)
+        else:
+            x = langevin(model, x, steps, step, noise, generator, clamp)
         out.append(model.denormalize(x).cpu())
     return torch.cat(out)
 
@@ -409,6 +462,8 @@ def sample(
     langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 1000,
     step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step")] = 0.0,
     noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the checkpoint's sampling noise")] = -1.0,
+    sampler: Annotated[str, typer.Option(help="ula (Langevin, as trained) or mala (Metropolis-adjusted: exactly "
+                                              "exp(-E) at any step; points; step 0 = 1e-2)")] = "ula",
     seed: training.Seed = 0,
     device: training.Device = "auto",
 ) -> Path:
@@ -419,10 +474,13 @@ def sample(
     training.check(langevin_steps >= 1, f"--langevin-steps must be positive, got {langevin_steps}")
     training.check(step_size >= 0 and (noise_std >= 0 or noise_std == -1),
                    "--step-size must be >= 0 and --noise-std >= 0 (or -1)")
+    training.check(sampler in SAMPLERS, f"unknown --sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
     path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, training.device(device))
+    training.check(sampler == "ula" or not model.images, "--sampler mala samples exp(-E) itself: points only (the "
+                   "image model is trained against cold chains)")
     x = generate(model, n, generator=torch.Generator().manual_seed(seed), steps=langevin_steps, step_size=step_size,
-                 noise_std=noise_std)  # by default the chain of train's samples.png
+                 noise_std=noise_std, method=sampler)  # by default the chain of train's samples.png
     ref = datasets.load(model.config["data"], "test").x[:2000] if model.config["kind"] == "points" else None
     return datasets.write_samples(x, path, reference=ref)  # .npz: raw samples under key x; .png: grid or scatter
 
@@ -463,7 +521,9 @@ BENCH = {
     "options": {"points": {"sample_steps": 100}, "images": {"sample_steps": 50}},  # train's own samples.png: short
     "quick": {"points": {"hidden": 16, "langevin_steps": 5, "sample_steps": 5},
               "images": {"ch": 4, "langevin_steps": 5, "sample_steps": 5}},
-    "settings": {"points": [{"sampler": "langevin-500", "steps": 500}],
+    # points: the chain the model trains with (ULA) and the Metropolis-adjusted one that samples exp(-E) exactly
+    "settings": {"points": [{"sampler": "langevin-500", "steps": 500},
+                            {"sampler": "mala-500", "steps": 500, "method": "mala"}],
                  "images": [{"sampler": "langevin-100", "steps": 100}]},
     "quick_settings": {"points": [{"sampler": "langevin-20", "steps": 20}],
                        "images": [{"sampler": "langevin-20", "steps": 20}]},

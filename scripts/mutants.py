@@ -83,6 +83,13 @@ add("gan-wgan-gp-paper-defaults-off", "gan.py", 'WGAN_GP = dict(beta1=0.0, beta2
 # ebm.py: the grid likelihood in data space, the base measure, the box check
 EBM_NLL = "tests/test_ebm.py::test_nll_is_the_gaussians_in_data_space"
 BOX = "tests/test_ebm.py::test_mass_outside_the_box_is_measured_and_warned"
+MALA_T = "tests/test_ebm.py::test_mala_keeps_a_gaussian_exactly_where_ula_inflates_it"
+MALA_STEP_T = "tests/test_ebm.py::test_mala_is_the_stated_step"
+add("ebm-mala-no-proposal-correction", "ebm.py", "log_alpha = E - E_y + log_q(x, y, grad_y) - log_q(y, x, grad)", "log_alpha = E - E_y", f"{MALA_T} {MALA_STEP_T}")
+add("ebm-mala-correction-swapped", "ebm.py", "log_alpha = E - E_y + log_q(x, y, grad_y) - log_q(y, x, grad)", "log_alpha = E - E_y + log_q(y, x, grad) - log_q(x, y, grad_y)", f"{MALA_T} {MALA_STEP_T}")
+add("ebm-mala-accept-all", "ebm.py", "accept = u.log() < log_alpha  # [B]", "accept = u.log() < float('inf')  # [B]", f"{MALA_T} {MALA_STEP_T}")
+add("ebm-mala-stale-gradient", "ebm.py", "torch.where(keep, grad_y, grad)", "grad", MALA_T)
+add("ebm-mala-q-variance", "ebm.py", ".flatten(1).sum(1) / (4 * h)", ".flatten(1).sum(1) / (2 * h)", f"{MALA_T} {MALA_STEP_T}")
 add("ebm-nll-no-log-jacobian", "ebm.py", "return self(self.normalize(x)) + log_z + self.scale.log().sum()",
     "return self(self.normalize(x)) + log_z", EBM_NLL)
 add("ebm-nll-log-jacobian-sign", "ebm.py", "return self(self.normalize(x)) + log_z + self.scale.log().sum()",
@@ -123,6 +130,8 @@ add("ddpm-minsnr-snr-inverted", "ddpm.py", "snr = ab / (1 - ab)", "snr = (1 - ab
 add("ddpm-lognormal-mean-sign", "ddpm.py", "torch.searchsorted(log_sigma, self.p_mean + 1.2 *", "torch.searchsorted(log_sigma, -self.p_mean + 1.2 *", "tests/test_ddpm.py::test_lognormal_t_sampling_matches_edm_noise_levels")
 add("ddpm-lognormal-std", "ddpm.py", "torch.searchsorted(log_sigma, self.p_mean + 1.2 *", "torch.searchsorted(log_sigma, self.p_mean + 2.0 *", "tests/test_ddpm.py::test_lognormal_t_sampling_matches_edm_noise_levels")
 add("ddpm-lognormal-mean-fixed", "ddpm.py", "torch.searchsorted(log_sigma, self.p_mean + 1.2 *", "torch.searchsorted(log_sigma, -1.2 + 1.2 *", "tests/test_ddpm.py::test_lognormal_t_sampling_matches_edm_noise_levels")
+add("ddpm-t-uniform-inverted", "ddpm.py", "uniform = torch.rand(x_0.shape[0], device=x_0.device) < self.t_uniform", "uniform = torch.rand(x_0.shape[0], device=x_0.device) > self.t_uniform", "tests/test_ddpm.py::test_lognormal_t_sampling_matches_edm_noise_levels")
+add("ddpm-t-uniform-not-saved", "ddpm.py", "                 config.get(\"t_uniform\", 0.0))", "                 0.0)", "tests/test_ddpm.py::test_t_uniform_is_saved_and_rebuilt")
 add("ddpm-lognormal-sigma-squared", "ddpm.py", "log_sigma = 0.5 * torch.log((1 - ab) / ab)", "log_sigma = torch.log((1 - ab) / ab)", "tests/test_ddpm.py::test_lognormal_t_sampling_matches_edm_noise_levels")
 add("ddpm-decoder-bin-width-upper", "ddpm.py", "normal.cdf(x_0 + 1 / 255)", "normal.cdf(x_0 + 2 / 255)", "tests/test_ddpm.py::test_discretized_decoder_bins")
 add("ddpm-decoder-bin-width-lower", "ddpm.py", "normal.cdf(x_0 - 1 / 255)", "normal.cdf(x_0 - 0.5 / 255)", "tests/test_ddpm.py::test_discretized_decoder_bins")
@@ -164,7 +173,10 @@ add("fm-path-swapped", "fm.py", "return (1 - t) * x_0 + t * x_1", "return t * x_
 add("fm-target-sign", "fm.py", "return x_1 - x_0\n", "return x_0 - x_1\n", LOSS)
 add("fm-time-scale", "fm.py", "return self.net(x, TIME_SCALE * t, y)", "return self.net(x, t, y)", LOSS)
 add("fm-loss-sum-dims", "fm.py", "target(x_0, x_1)) ** 2).flatten(1).mean(1), t", "target(x_0, x_1)) ** 2).flatten(1).sum(1), t", LOSS)
-add("fm-logit-normal-scale", "fm.py", "torch.sigmoid(torch.randn(n,", "torch.sigmoid(2 * torch.randn(n,", f"{T_FM}::test_t_sampling_distributions")
+add("fm-logit-normal-scale", "fm.py", "torch.sigmoid(m + s * torch.randn(n,", "torch.sigmoid(m + 2 * torch.randn(n,", f"{T_FM}::test_t_sampling_distributions")
+add("fm-logit-normal-no-mean", "fm.py", "torch.sigmoid(m + s * torch.randn(n,", "torch.sigmoid(s * torch.randn(n,", f"{T_FM}::test_t_sampling_distributions")
+add("fm-t-mean-not-rebuilt", "fm.py", 'config.get("t_mean", 0.0), config.get("t_std", 1.0))', '0.0, config.get("t_std", 1.0))', f"{T_FM}::test_bench_toy_recipe_is_saved_and_rebuilt")
+add("fm-loss-ignores-t-mean", "fm.py", "m=self.t_mean, s=self.t_std)", "s=self.t_std)", f"{T_FM}::test_t_sampling_distributions")
 add("fm-ot-maximize", "fm.py", "linear_sum_assignment(cost.cpu().numpy())", "linear_sum_assignment(cost.cpu().numpy(), maximize=True)", f"{T_FM}::test_ot_coupling_is_the_optimal_permutation")
 add("fm-ot-unsquared", "fm.py", "x_0.flatten(1).double()) ** 2", "x_0.flatten(1).double())", f"{T_FM}::test_ot_coupling_is_the_optimal_permutation")
 add("fm-ot-not-applied", "fm.py", 'if self.coupling == "ot":', "if False:", f"{T_FM}::test_loss_draws_noise_then_couples_then_t")
@@ -214,6 +226,8 @@ add("cm-network-sign", "consistency.py", "F = -self.net(c_in * x, self.time(sigm
 add("cm-time-off-by-one", "consistency.py", "return ((i - 1) + (log_sigma", "return (i + (log_sigma", f"{PARAM} {T_CM}::test_sampling_levels_and_time_axis")
 add("cm-karras-rho", "consistency.py", "i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho", "i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** (rho - 1)", f"{T_CM}::test_karras_levels_are_uniform_in_sigma_to_the_1_over_rho")
 add("cm-ct-levels-uncapped", "consistency.py", "return min(s0 * 2 ** (k // double_every), s1) + 1", "return s0 * 2 ** (k // double_every) + 1", f"{T_CM}::test_the_ct_curriculum_doubles_every_k_prime_steps_up_to_s1")
+add("cm-ct-p-mean-not-passed", "consistency.py", "level_probs(ct_sigmas, p_mean, p_std), loss)", "level_probs(ct_sigmas), loss)", f"{T_CM}::test_ct_draws_its_levels_with_trains_p_mean_and_p_std")
+add("cm-level-probs-default-mean", "consistency.py", "cdf = torch.erf((sigmas.double().log() - p_mean)", "cdf = torch.erf((sigmas.double().log() - P_MEAN)", f"{T_CM}::test_level_probabilities_are_the_lognormal_mass_between_levels")
 add("cm-level-probs-no-sqrt2", "consistency.py", "(math.sqrt(2) * p_std))", "p_std)", f"{T_CM}::test_level_probabilities_are_the_lognormal_mass_between_levels")
 add("cm-sample-renoise-full-sigma", "consistency.py", "x_hat = x + math.sqrt(sigma ** 2 - sigma_min ** 2) * z", "x_hat = x + sigma * z", f"{GAUSS_CM} {T_CM}::test_sample_calls_f_once_per_level_and_renoises_to_each_level")
 add("cm-sample-no-renoise", "consistency.py", "x_hat = x + math.sqrt(sigma ** 2 - sigma_min ** 2) * z", "x_hat = x", GAUSS_CM)

@@ -194,12 +194,13 @@ def test_the_ct_curriculum_doubles_every_k_prime_steps_up_to_s1(s0, doublings, e
     assert s0 + 1 <= N <= s1 + 1
 
 
-def test_level_probabilities_are_the_lognormal_mass_between_levels():
+@pytest.mark.parametrize("p_mean, p_std", [(cm.P_MEAN, cm.P_STD), (-2.5, 1.2)])
+def test_level_probabilities_are_the_lognormal_mass_between_levels(p_mean, p_std):
     sigmas = cm.karras_sigmas(41)
-    p = cm.level_probs(sigmas)
+    p = cm.level_probs(sigmas, p_mean, p_std)
     assert p.shape == (40,) and math.isclose(p.sum().item(), 1.0) and (p > 0).all()
     g = torch.Generator().manual_seed(0)
-    log_sigma = cm.P_MEAN + cm.P_STD * torch.randn(2_000_000, generator=g, dtype=torch.float64)
+    log_sigma = p_mean + p_std * torch.randn(2_000_000, generator=g, dtype=torch.float64)
     inside = log_sigma[(log_sigma >= sigmas.log()[0]) & (log_sigma < sigmas.log()[-1])]
     counts = torch.bucketize(inside, sigmas.log(), right=True) - 1
     empirical = torch.bincount(counts, minlength=40).double() / len(inside)
@@ -285,6 +286,14 @@ def test_cd_resume_is_exact_target_included(grid_teacher, tmp_path):
 TINY_IMG = ["--ch", 8, "--ch-mult", "1,2", "--attn", "--batch-size", 8, "--device", "cpu"]
 
 
+def test_ct_draws_its_levels_with_trains_p_mean_and_p_std(monkeypatch, tmp_path):
+    seen = []
+    level_probs = cm.level_probs
+    monkeypatch.setattr(cm, "level_probs", lambda s, *a: seen.append(a) or level_probs(s, *a))
+    cm.train(data="grid25", steps=2, hidden=8, depth=1, p_mean=-2.5, p_std=1.2, out=str(tmp_path / "ct"), device="cpu")
+    assert seen == [(-2.5, 1.2)] * 2
+
+
 @pytest.mark.filterwarnings("ignore:.*covariance is singular")
 def test_mnist5k_ct_and_cd_train_and_sample(tmp_path):
     code, _, err = cli("train", "--steps", 2, *TINY_IMG, "--out", tmp_path / "ct")
@@ -307,7 +316,7 @@ def test_mnist5k_ct_and_cd_train_and_sample(tmp_path):
     ["sample", "--sigmas", "a,b"], ["train", "--data", "grid25", "--loss", "lpips"],
     ["train", "--data", "grid25", "--solver", "rk4"], ["train", "--data", "grid25", "--levels", 1],
     ["train", "--data", "grid25", "--target-decay", 1.0], ["train", "--data", "grid25", "--ct-start", 0],
-    ["train", "--data", "grid25", "--sigma-min", 0], ["train", "--data", "grid25", "--teacher", "nope.pt"],
+    ["train", "--data", "grid25", "--sigma-min", 0], ["train", "--data", "grid25", "--p-std", 0], ["train", "--data", "grid25", "--teacher", "nope.pt"],
     ["train", "--data", "moons", "--teacher", "TEACHER"], ["train", "--data", "grid25", "--teacher", "CORRUPT"],
 ])
 def test_bad_input_is_one_line_and_exit_2(args, grid_teacher, tmp_path):

@@ -321,26 +321,33 @@ def test_loss_target_and_min_snr_weight(prediction, gamma):
     assert loss == pytest.approx(delta ** 2 * w.mean(), rel=1e-4)
 
 
-@pytest.mark.parametrize("schedule,p_mean", [("linear", None), ("cosine", None), ("linear", 0.0)])
-def test_lognormal_t_sampling_matches_edm_noise_levels(schedule, p_mean):
+@pytest.mark.parametrize("schedule,p_mean,t_uniform", [("linear", None, 0.0), ("cosine", None, 0.0), ("linear", 0.0, 0.0),
+                                                      ("linear", -2.5, 0.2)])
+def test_lognormal_t_sampling_matches_edm_noise_levels(schedule, p_mean, t_uniform):
     """t_sampling "lognormal": t is the first step with sigma_t >= sigma, ln sigma ~ N(P_mean, 1.2^2) (Karras et al.
     2022, Table 1: P_mean = -1.2), sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t). So P(t <= k) = Phi((ln sigma_k -
-    P_mean) / 1.2)."""
+    P_mean) / 1.2); a fraction t_uniform of the draws uniform on the T steps adds t_uniform ((k + 1) / T - Phi)."""
     from scipy.stats import norm
 
     T, n = 1000, 40_000
     ab = np.cumprod(1 - ddpm.make_betas(schedule, T))
     seen = []
     model = ddpm.DDPM(lambda x, t, y=None: seen.append(t.long()) or torch.zeros_like(x), T, schedule,
-                      t_sampling="lognormal", **({} if p_mean is None else {"p_mean": p_mean}))
+                      t_sampling="lognormal", t_uniform=t_uniform, **({} if p_mean is None else {"p_mean": p_mean}))
     torch.manual_seed(0)
     model.loss(torch.zeros(n, 1))
     (t,) = seen
     log_sigma = 0.5 * np.log((1 - ab) / ab)
     mean = -1.2 if p_mean is None else p_mean
     for k in np.searchsorted(log_sigma, [-3.0, -2.0, -1.2, -0.5, 0.5, 1.5]):
-        expected = norm.cdf((log_sigma[k] - mean) / 1.2)
+        expected = (1 - t_uniform) * norm.cdf((log_sigma[k] - mean) / 1.2) + t_uniform * (k + 1) / T
         assert float((t <= k).double().mean()) == pytest.approx(expected, abs=4 * math.sqrt(0.25 / n))
+
+
+def test_t_uniform_is_saved_and_rebuilt(tmp_path):
+    path = ddpm.train(data="grid25", steps=2, hidden=8, depth=1, t_uniform=0.25, out=str(tmp_path / "run"), device="cpu")
+    model = ddpm.load(path)
+    assert model.t_sampling == "lognormal" and model.t_uniform == 0.25
 
 
 def test_v_prediction_converts_to_eps():

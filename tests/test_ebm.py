@@ -32,6 +32,40 @@ def test_langevin_samples_a_gaussian(mx, my, s, seed):
     assert var == pytest.approx(s ** 2, rel=0.03)
 
 
+@given(mx=st.floats(-3, 3), s=st.floats(0.3, 3.0), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=8)
+def test_mala_keeps_a_gaussian_exactly_where_ula_inflates_it(mx, s, seed):
+    """E(x) = |x - mu|^2 / (2 s^2), chains started exactly at N(mu, s^2 I), step h = s^2: MALA's accept/reject keeps
+    the law (mean mu, variance s^2) where ULA's chain goes to its own stationary variance s^2 / (1 - h / (2 s^2)) =
+    2 s^2. 1/sqrt(n) tolerances on 20,000 chains."""
+    mu = torch.tensor([mx, -mx], dtype=torch.float64)
+    h, n = s ** 2, 20_000
+    energy = lambda x: ((x - mu) ** 2).sum(1) / (2 * s ** 2)  # noqa: E731
+    g = torch.Generator().manual_seed(seed)
+    x0 = mu + s * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x, accepted = ebm.mala(energy, x0, 20, h, g)
+    assert 0.2 < accepted < 0.95  # both branches are taken
+    assert torch.allclose(x.mean(0), mu, atol=5 * s / math.sqrt(n))
+    assert x.var(0).mean().item() == pytest.approx(s ** 2, rel=0.04)
+    ula = ebm.langevin(energy, x0, 20, h, math.sqrt(2 * h), g)
+    assert ula.var(0).mean().item() == pytest.approx(2 * s ** 2, rel=0.04)  # what the test tells MALA from
+
+
+def test_mala_is_the_stated_step():
+    """One step by hand: the ULA proposal y from the generator's draw, then accepted where log u < E(x) - E(y) +
+    log q(x | y) - log q(y | x), q(b | a) = N(b; a - h grad E(a), 2h I)."""
+    E = lambda x: (x ** 4).sum(1) / 4  # noqa: E731  (grad x^3: an asymmetric proposal)
+    x = torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    h = 0.3
+    out, accepted = ebm.mala(E, x, 1, h, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    y = x - h * x ** 3 + math.sqrt(2 * h) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    log_q = lambda b, a: -((b - a + h * a ** 3) ** 2).sum(1) / (4 * h)  # noqa: E731
+    keep = torch.rand(500, generator=g, dtype=torch.float64).log() < E(x) - E(y) + log_q(x, y) - log_q(y, x)
+    assert 0 < keep.sum() < 500
+    assert torch.allclose(out, torch.where(keep[:, None], y, x)) and accepted == pytest.approx(keep.double().mean())
+
+
 @given(step=st.floats(1e-3, 0.5))
 def test_langevin_is_the_stated_update(step):
     """No noise, one step: x - step * grad E(x) exactly (here grad of |x|^2 / 2 is x); the clamp keeps a box."""
@@ -217,6 +251,8 @@ def test_bad_input_fails_with_one_line(tmp_path, capsys):
                     device="cpu", out=str(tmp_path / "img"))
     assert_one_line_error(cli(capsys, "nll", "--ckpt", img))  # no grid likelihood for images
     assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--out", tmp_path / "x.gif"))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--sampler", "mala"))  # points only
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--sampler", "hmc"))
 
 
 # ----------------------------------------------------------------------------------------------------- the surface
@@ -244,6 +280,13 @@ def test_generate_is_what_the_sample_command_writes(moons_ckpt, tmp_path, capsys
     assert (moons_ckpt.parent / "sample.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unconditional"):
         ebm.generate(model, 2, y=torch.zeros(2, dtype=torch.long))
+    # --sampler mala: MALA at the default step from the same starts
+    x = ebm.generate(model, 7, generator=torch.Generator().manual_seed(3), steps=4, method="mala")
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(x, model.denormalize(ebm.mala(model, model.noise(7, g), 4, ebm.MALA_STEP, g)[0]))
+    ebm.app(["sample", "--ckpt", str(moons_ckpt), "--n", "7", "--langevin-steps", "4", "--seed", "3", "--sampler",
+             "mala", "--out", str(tmp_path / "m.npz"), "--device", "cpu"])
+    assert np.array_equal(np.load(tmp_path / "m.npz")["x"], x.numpy())
 
 
 def test_likelihood_is_what_the_nll_command_reports(moons_ckpt, capsys):

@@ -111,8 +111,26 @@ def test_t_sampling_distributions():
     t = fm.sample_t(40_000, "logit-normal", g)
     z = torch.log(t / (1 - t))  # logit(t) ~ N(0, 1) (Esser et al. with m = 0, s = 1)
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    t = fm.sample_t(40_000, "logit-normal", g, m=2.5, s=1.2)  # the toy recipe: ln sigma = -logit(t) ~ N(-2.5, 1.2^2)
+    z = torch.log(t.double() / (1 - t.double()))
+    assert abs(z.mean() - 2.5) < 0.03 and abs(z.std() - 1.2) < 0.03
     with pytest.raises(ValueError, match="unknown"):
         fm.sample_t(3, "beta")
+    # the loss draws t with the model's m and s (train saves them; build restores them)
+    model = fm.build({"hidden": 8, "depth": 1, "t_sampling": "logit-normal", "coupling": "independent",
+                      "t_mean": 2.5, "t_std": 0.5}, (2,))
+    torch.manual_seed(0)
+    _, t = model.loss(torch.zeros(4000, 2))
+    z = torch.log(t.double() / (1 - t.double()))
+    assert abs(z.mean() - 2.5) < 0.05 and abs(z.std() - 0.5) < 0.05
+
+
+def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
+    """bench's points options (the toy noise levels as logit-normal t) reach the loaded model."""
+    path = fm.train(data="grid25", steps=2, hidden=8, depth=1, out=str(tmp_path / "run"), device="cpu",
+                    **fm.BENCH["options"]["points"])
+    model = fm.load(path)
+    assert (model.t_sampling, model.t_mean, model.t_std) == ("logit-normal", 2.5, 1.2)
 
 
 @given(st.integers(2, 6), st.integers(1, 3), st.integers(0, 10_000))
