@@ -35,7 +35,8 @@ Commands (times on the idle 2-core development machine, 2026-12-01):
     python fm.py sample --method euler --steps 8         # 8 network calls -> runs/fm-mnist5k/samples-euler-8.png
     python fm.py nll                                     # 2.39 bits/dim (Hutchinson, 200 test digits), 23 s
     python fm.py train --data moons --steps 5000 --batch-size 256 --lr 1e-3 && python fm.py nll --ckpt runs/fm-moons/ckpt.pt --n 5000   # 40 s, 0.338 nats
-    python fm.py train --data grid25 --steps 10000 --t-sampling logit-normal --t-mean 2.5 --t-std 1.2 --ema-decay 0.995  # toy recipe
+    python fm.py train --data grid25 --steps 10000 --t-sampling logit-normal --t-mean 2.5 --t-std 1.2 --t-uniform 0.1 \
+        --ema-decay 0.995                                  # the toy recipe (ddpm.py's noise levels; README)
     python fm.py train --data moons --steps 5000 --batch-size 256 --lr 1e-3 --coupling ot --out runs/fm-moons-ot
     python fm.py straightness --ckpt runs/fm-moons/ckpt.pt --ckpt runs/fm-moons-ot/ckpt.pt   # S, 1/2/4-step quality
     python fm.py reflow                                  # 2-rectified flow of runs/fm-mnist5k: 1-step FID 439 -> 36, 255 s
@@ -70,16 +71,24 @@ def target(x_0, x_1):
     return x_1 - x_0
 
 
-def sample_t(n: int, how: str = "uniform", generator=None, device="cpu", m: float = 0.0, s: float = 1.0) -> torch.Tensor:
+def sample_t(n: int, how: str = "uniform", generator=None, device="cpu", m: float = 0.0, s: float = 1.0,
+             uniform: float = 0.0) -> torch.Tensor:
     """t [n]: uniform on [0, 1], or logit-normal t = sigmoid(z), z ~ N(m, s^2) (Esser et al. eq. 19; SD3 trains with
     m = 0, s = 1: more training in the middle of the path, where the velocity is hardest to predict). Here t = 1 is
     data, so the noise-to-signal ratio of x_t is sigma = (1 - t) / t and ln sigma = -logit(t): m = 2.5, s = 1.2 draws
-    ddpm.py's toy noise levels, ln sigma ~ N(-2.5, 1.2^2) (SD3 runs time the other way and would write m = -2.5)."""
+    ddpm.py's toy noise levels, ln sigma ~ N(-2.5, 1.2^2) (SD3 runs time the other way and would write m = -2.5).
+    A fraction `uniform` of the logit-normal draws is uniform instead (ddpm.py's --t-uniform, a departure from SD3):
+    the likelihood's ODE runs the whole path, and where m = 2.5 leaves t < 0.5 with 2% of the draws, one 300 s
+    grid25 seed's ODE sent a test point to 2e52 nats."""
     where = noise_device(generator, device)
     if how == "uniform":
         return torch.rand(n, generator=generator, device=where).to(device)
     if how == "logit-normal":
-        return torch.sigmoid(m + s * torch.randn(n, generator=generator, device=where)).to(device)
+        t = torch.sigmoid(m + s * torch.randn(n, generator=generator, device=where))
+        if uniform > 0:  # the mixture: t ~ U[0, 1] with probability `uniform`
+            mix = torch.rand(n, generator=generator, device=where) < uniform
+            t = torch.where(mix, torch.rand(n, generator=generator, device=where), t)
+        return t.to(device)
     raise ValueError(f"unknown t sampling {how!r}; use {' or '.join(T_SAMPLING)}")
 
 
@@ -102,10 +111,10 @@ class FM(nn.Module):
     images; the train set's mean and std for points, as in ddpm.py)."""
 
     def __init__(self, net: nn.Module, t_sampling: str = "uniform", coupling: str = "independent", shift=0.0,
-                 scale=1.0, t_mean: float = 0.0, t_std: float = 1.0):
+                 scale=1.0, t_mean: float = 0.0, t_std: float = 1.0, t_uniform: float = 0.0):
         super().__init__()
         self.net, self.t_sampling, self.coupling = net, t_sampling, coupling
-        self.t_mean, self.t_std = t_mean, t_std  # logit-normal t: logit(t) ~ N(t_mean, t_std^2)
+        self.t_mean, self.t_std, self.t_uniform = t_mean, t_std, t_uniform  # logit-normal t: logit(t) ~ N(m, s^2)
         self.num_classes = getattr(net, "num_classes", 0)
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
@@ -132,7 +141,8 @@ class FM(nn.Module):
             if self.coupling == "ot":
                 x_0 = x_0[ot_permutation(x_0, x_1)]
         if t is None:
-            t = sample_t(x_1.shape[0], self.t_sampling, device=x_1.device, m=self.t_mean, s=self.t_std)
+            t = sample_t(x_1.shape[0], self.t_sampling, device=x_1.device, m=self.t_mean, s=self.t_std,
+                         uniform=self.t_uniform)
         x_t = interpolate(x_0, x_1, t)
         return ((self.velocity(x_t, t, y).float() - target(x_0, x_1)) ** 2).flatten(1).mean(1), t
 
@@ -382,7 +392,7 @@ Method = Annotated[str, Opt(help="ODE solver: euler (1 call per step), midpoint 
 def build(config: dict, shape: tuple[int, ...], num_classes: int = 0, shift=0.0, scale=1.0) -> FM:
     """The model a saved config describes: nets.build's backbone (UNet / DiT for images, MLP for points)."""
     model = FM(nets.build(config, shape, num_classes), config["t_sampling"], config["coupling"], shift, scale,
-               config.get("t_mean", 0.0), config.get("t_std", 1.0))  # before issue 21: m = 0, s = 1
+               config.get("t_mean", 0.0), config.get("t_std", 1.0), config.get("t_uniform", 0.0))  # (issue 21)
     model.shape = shape
     model.box = config.get("box")  # points: the standardized train set's box; None for images and older checkpoints
     return model
@@ -402,6 +412,7 @@ def validate(config: dict, shape) -> None:
     check = training.check
     check(config["t_sampling"] in T_SAMPLING, f"unknown --t-sampling {config['t_sampling']!r}; use uniform or logit-normal")
     check(config.get("t_std", 1.0) > 0, f"--t-std must be positive, got {config.get('t_std')}")
+    check(0 <= config.get("t_uniform", 0.0) <= 1, f"--t-uniform must be in [0, 1], got {config.get('t_uniform')}")
     check(config["coupling"] in COUPLINGS, f"unknown --coupling {config['coupling']!r}; use independent or ot")
     check(0 < config["p_uncond"] < 1, f"--p-uncond must be in (0, 1), got {config['p_uncond']}")
     try:
@@ -445,6 +456,7 @@ def train(
     t_sampling: Annotated[str, Opt(help="training times: uniform or logit-normal (SD3)")] = "uniform",
     t_mean: Annotated[float, Opt(help="logit-normal t: mean m of logit(t) (SD3: 0; t = 1 is data, so m > 0 trains nearer the data)")] = 0.0,
     t_std: Annotated[float, Opt(help="logit-normal t: std s of logit(t) (SD3: 1)")] = 1.0,
+    t_uniform: Annotated[float, Opt(help="logit-normal t: fraction of draws uniform instead (trains the whole path the likelihood's ODE runs)")] = 0.0,
     coupling: Annotated[str, Opt(help="noise-data pairing: independent or ot (minibatch optimal transport)")] = "independent",
     labels: Annotated[bool, Opt(help="class-conditional, with label dropout (for guidance)")] = False,
     p_uncond: Annotated[float, Opt(help="label dropout: probability of training on the null label")] = P_UNCOND,
@@ -662,8 +674,10 @@ BENCH = {
     # images: train's defaults. points: ddpm.py's toy noise levels (its BENCH says why), written as SD3's logit-normal
     # t: logit(t) = -ln sigma ~ N(2.5, 1.2^2). Measured at 10k steps (hq, midpoint-50 / euler-10, one seed; NLL in
     # nats, midpoint 25): grid25 uniform t 0.37 / 0.38, 1.64; m = 1.5 0.82 / 0.67; m = 2.5 0.89 / 0.72, 0.41;
-    # m = 3.5 0.89 / 0.77. ring8 uniform 0.57 / 0.79, -3.46; m = 2.5 0.90 / 0.90, -3.96 (README, "The toy recipe")
-    "options": {"points": {"t_sampling": "logit-normal", "t_mean": 2.5, "t_std": 1.2, "ema_decay": 0.995},
+    # m = 3.5 0.89 / 0.77. ring8 uniform 0.57 / 0.79, -3.46; m = 2.5 0.90 / 0.90, -3.96 (README, "On the toys").
+    # A tenth uniform (t_uniform), as ddpm.py's: at 300 s without it one grid25 seed's NLL was 2e49 nats
+    "options": {"points": {"t_sampling": "logit-normal", "t_mean": 2.5, "t_std": 1.2, "t_uniform": 0.1,
+                           "ema_decay": 0.995},
                 "images": {}},
     "quick": {"points": {"hidden": 64, "depth": 2}, "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10}},
     # "method" is generate's ODE solver; "sampler" is the row's label

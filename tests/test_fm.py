@@ -114,6 +114,12 @@ def test_t_sampling_distributions():
     t = fm.sample_t(40_000, "logit-normal", g, m=2.5, s=1.2)  # the toy recipe: ln sigma = -logit(t) ~ N(-2.5, 1.2^2)
     z = torch.log(t.double() / (1 - t.double()))
     assert abs(z.mean() - 2.5) < 0.03 and abs(z.std() - 1.2) < 0.03
+    # a fraction u uniform: P(t <= a) = (1 - u) Phi((logit a - m) / s) + u a
+    from scipy.stats import norm
+    t = fm.sample_t(40_000, "logit-normal", g, m=2.5, s=1.2, uniform=0.2)
+    for a in (0.1, 0.5, 0.9, 0.99):
+        expected = 0.8 * norm.cdf((math.log(a / (1 - a)) - 2.5) / 1.2) + 0.2 * a
+        assert float((t <= a).double().mean()) == pytest.approx(expected, abs=4 * math.sqrt(0.25 / 40_000))
     with pytest.raises(ValueError, match="unknown"):
         fm.sample_t(3, "beta")
     # the loss draws t with the model's m and s (train saves them; build restores them)
@@ -123,6 +129,9 @@ def test_t_sampling_distributions():
     _, t = model.loss(torch.zeros(4000, 2))
     z = torch.log(t.double() / (1 - t.double()))
     assert abs(z.mean() - 2.5) < 0.05 and abs(z.std() - 0.5) < 0.05
+    model.t_mean, model.t_std, model.t_uniform = 5.0, 0.1, 0.5  # logit-normal t > 0.99, half of it uniform
+    _, t = model.loss(torch.zeros(4000, 2))
+    assert float((t < 0.9).double().mean()) == pytest.approx(0.5 * 0.9, abs=0.03)
 
 
 def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
@@ -130,7 +139,7 @@ def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
     path = fm.train(data="grid25", steps=2, hidden=8, depth=1, out=str(tmp_path / "run"), device="cpu",
                     **fm.BENCH["options"]["points"])
     model = fm.load(path)
-    assert (model.t_sampling, model.t_mean, model.t_std) == ("logit-normal", 2.5, 1.2)
+    assert (model.t_sampling, model.t_mean, model.t_std, model.t_uniform) == ("logit-normal", 2.5, 1.2, 0.1)
 
 
 @given(st.integers(2, 6), st.integers(1, 3), st.integers(0, 10_000))
