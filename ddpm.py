@@ -32,7 +32,8 @@ Commands:
     python ddpm.py nll                                    # variational bound in bits/dim on the test split
     python ddpm.py invert                                 # DDIM inversion x_0 -> x_T -> x_0
     python ddpm.py train --net dit --dit-size DiT-S/4      # the same on a Diffusion Transformer (nets.DiT)
-    python ddpm.py train --data grid25 --steps 20000 --batch-size 256 --lr 1e-3 --p-mean -2.5 --ema-decay 0.995  # 2-D toy
+    python ddpm.py train --data grid25 --steps 20000 --batch-size 256 --lr 1e-3 --p-mean -2.5 --t-uniform 0.1 \
+        --ema-decay 0.995                                 # 2-D toy, MLP (the toy recipe: README, Samplers)
     torchrun --nproc_per_node=2 ddpm.py train             # DDP (gloo on CPU, NCCL on GPU)
 """
 from __future__ import annotations

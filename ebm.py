@@ -460,7 +460,7 @@ def sample(
     out: Annotated[str, typer.Option(help=".png (grid or scatter) or .npz (raw samples under key x, data space); "
                                           "default <ckpt folder>/sample.png")] = "",
     langevin_steps: Annotated[int, typer.Option(help="length of each chain from noise")] = 1000,
-    step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step")] = 0.0,
+    step_size: Annotated[float, typer.Option(help="Langevin step; 0 = the checkpoint's sampling step (mala: 1e-2)")] = 0.0,
     noise_std: Annotated[float, typer.Option(help="Langevin noise; -1 = the checkpoint's sampling noise")] = -1.0,
     sampler: Annotated[str, typer.Option(help="ula (Langevin, as trained) or mala (Metropolis-adjusted: exactly "
                                               "exp(-E) at any step; points; step 0 = 1e-2)")] = "ula",
@@ -475,6 +475,7 @@ def sample(
     training.check(step_size >= 0 and (noise_std >= 0 or noise_std == -1),
                    "--step-size must be >= 0 and --noise-std >= 0 (or -1)")
     training.check(sampler in SAMPLERS, f"unknown --sampler {sampler!r}; use {' or '.join(SAMPLERS)}")
+    training.check(sampler == "ula" or noise_std == -1, "--noise-std is ULA's: mala's noise is sqrt(2 step)")
     path = datasets.samples_path(out, Path(ckpt).parent / "sample.png")
     model = load(ckpt, training.device(device))
     training.check(sampler == "ula" or not model.images, "--sampler mala samples exp(-E) itself: points only (the "

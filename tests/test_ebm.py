@@ -253,6 +253,7 @@ def test_bad_input_fails_with_one_line(tmp_path, capsys):
     assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--out", tmp_path / "x.gif"))
     assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--sampler", "mala"))  # points only
     assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--sampler", "hmc"))
+    assert_one_line_error(cli(capsys, "sample", "--ckpt", img, "--sampler", "mala", "--noise-std", "0.1"))
 
 
 # ----------------------------------------------------------------------------------------------------- the surface
