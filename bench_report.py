@@ -299,7 +299,16 @@ def frontier_claims(rows: list[dict]) -> list[str]:
                                                           for r in sorted(fm_rows, key=lambda r: r["nfe"])
                                                           if _method(r) == "euler") + ".")
         cm = sorted((r for r in rd if r["model"] == "consistency"), key=lambda r: r["nfe"])
-        if base and cm:  # "consistency: 1-4 steps with a moderate FID penalty"
+        if base and cm and data in TOYS and base.get("hq") is not None and all(r.get("hq") is not None for r in cm):
+            # on 2-D points the Frechet distance compares only means and covariances (samples spread between the
+            # modes can match it): judge the penalty by hq, the toys' quality column, mirrored: hq >= DDPM's / 1.5
+            best = max(cm, key=lambda r: r["hq"])
+            verdict = "holds" if best["hq"] >= base["hq"] / 1.5 else "does NOT hold"
+            out.append(f"{data}: consistency models, 1-4 steps with a moderate quality penalty (on 2-D points by hq, "
+                       f"taken as at least DDPM 1000's / 1.5): {verdict}: " + ", ".join(
+                           f"{r['nfe']:.0f} call(s) hq {r['hq']:.3f} (FD {r['fid']:.3g})" for r in cm) +
+                       f" against DDPM 1000's hq {base['hq']:.3f} (FD {base['fid']:.3g}).")
+        elif base and cm:  # "consistency: 1-4 steps with a moderate FID penalty"
             best = min(cm, key=lambda r: r["fid"])
             verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"
             out.append(f"{data}: consistency models, 1-4 steps with a moderate FID penalty (taken as at most +50% "

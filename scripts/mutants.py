@@ -425,6 +425,8 @@ add("bench-chain-seconds-not-added", "bench.py", "            if sec < last:  # 
     "tests/test_bench.py::test_loop_seconds_counts_every_segment_and_sub_run")
 T_FR = "tests/test_bench.py::test_frontier_claims_by_hand"
 add("bench-frontier-within-50-percent", "bench_report.py", "fid <= max(1.1 * ref, ref + 2 * noise)", "fid <= max(1.5 * ref, ref + 2 * noise)", T_FR)
+add("bench-frontier-consistency-toy-by-fd", "bench_report.py", "if base and cm and data in TOYS and", "if base and cm and False and", T_FR)
+add("bench-frontier-consistency-toy-threshold", "bench_report.py", 'verdict = "holds" if best["hq"] >= base["hq"] / 1.5 else', 'verdict = "holds" if best["hq"] >= base["hq"] / 1.4 else', T_FR)
 add("bench-frontier-consistency-penalty", "bench_report.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
     'verdict = "holds" if best["fid"] <= 2 * base["fid"] else "does NOT hold"', T_FR)
 add("bench-tradeoff-anomaly-by-rank", "bench_report.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',

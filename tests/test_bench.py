@@ -376,6 +376,14 @@ def test_frontier_claims_by_hand():
     assert "flow matching trains faster: partly" in "\n".join(bench_report.frontier_claims(fast))
     del fast[0]["curve"][2]["fid"]  # a seed-mean point without the metric (a seed's samples were not finite)
     assert "20 vs 25 at 150 s / 150 s; - vs 12 at 300 s / 300 s." in "\n".join(bench_report.frontier_claims(fast))
+    # on a toy the consistency claim is judged by hq: a close Frechet distance with samples off the modes fails it
+    toy = [dict(r, data="grid25", hq=0.98 if r["model"] == "ddpm" else 0.08) for r in _samplers_rows()]
+    text = "\n".join(bench_report.frontier_claims(toy))
+    assert "grid25: consistency models, 1-4 steps with a moderate quality penalty (on 2-D points by hq, taken as at " \
+           "least DDPM 1000's / 1.5): does NOT hold: 1 call(s) hq 0.080 (FD 14)" in text
+    toy[6]["hq"] = 0.66  # 4 calls: 0.66 >= 0.98 / 1.5 = 0.653
+    assert "quality penalty (on 2-D points by hq, taken as at least DDPM 1000's / 1.5): holds" in \
+        "\n".join(bench_report.frontier_claims(toy))
 
 
 def test_load_note_counts_this_runs_threads():
