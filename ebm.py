@@ -180,7 +180,7 @@ def mala(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
 
     x = x.detach().clone()
     E, grad = energy_and_grad(x)
-    accepted = 0.0
+    accepted = torch.zeros((), device=x.device)  # accepted moves, summed on the device: one sync at the end
     for _ in range(steps):
         w = torch.randn(x.shape, generator=generator, device=where, dtype=x.dtype).to(x.device)  # w ~ N(0, I)
         y = x - h * grad + math.sqrt(2 * h) * w
@@ -190,8 +190,8 @@ def mala(energy_fn: Callable, x: torch.Tensor, steps: int, step_size: float,
         accept = u.log() < log_alpha  # [B]
         keep = accept.view(-1, *[1] * (x.dim() - 1))
         x, E, grad = torch.where(keep, y, x), torch.where(accept, E_y, E), torch.where(keep, grad_y, grad)
-        accepted += accept.float().mean().item() / steps
-    return x, accepted
+        accepted += accept.sum()
+    return x, accepted.item() / (max(steps, 1) * x.shape[0])  # 0.0 for no steps
 
 
 def negatives(energy_fn: Callable, buffer: torch.Tensor, fresh: Callable[[int], torch.Tensor], batch_size: int,
