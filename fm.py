@@ -675,10 +675,11 @@ BENCH = {
     # t: logit(t) = -ln sigma ~ N(2.5, 1.2^2). Measured at 10k steps (hq, midpoint-50 / euler-10, one seed; NLL in
     # nats, midpoint 25): grid25 uniform t 0.37 / 0.38, 1.64; m = 1.5 0.82 / 0.67; m = 2.5 0.89 / 0.72, 0.41;
     # m = 3.5 0.89 / 0.77. ring8 uniform 0.57 / 0.79, -3.46; m = 2.5 0.90 / 0.90, -3.96 (README, "On the toys").
-    # A tenth uniform (t_uniform), as ddpm.py's: at 300 s without it one grid25 seed's NLL was 2e49 nats
+    # A tenth uniform (t_uniform), as ddpm.py's: at 300 s without it one grid25 seed's NLL was 2e49 nats.
+    # images: ddpm.py's image noise levels, ln sigma ~ N(0, 1.2^2), i.e. logit(t) ~ N(0, 1.2^2) (SD3's scale is 1)
     "options": {"points": {"t_sampling": "logit-normal", "t_mean": 2.5, "t_std": 1.2, "t_uniform": 0.1,
                            "ema_decay": 0.995},
-                "images": {}},
+                "images": {"t_sampling": "logit-normal", "t_std": 1.2}},
     "quick": {"points": {"hidden": 64, "depth": 2}, "images": {"ch": 8, "ch_mult": "1,2", "attn": False, "warmup": 10}},
     # "method" is generate's ODE solver; "sampler" is the row's label
     "settings": {"points": [{"sampler": "midpoint-50", "method": "midpoint", "steps": 50},

@@ -385,8 +385,11 @@ BENCH = {
     "options": {"points": {"steps_per_level": 20}, "images": {"steps_per_level": 5}},  # train's own samples.png
     "quick": {"points": {"hidden": 16, "steps_per_level": 2}, "images": {"ch": 8, "steps_per_level": 2}},
     # label: L x T Langevin steps for the default L = 10 levels (+ 1 Tweedie call, counted in the NFE)
+    # images: the learning curve's snapshots with train's 10 x 5 (cheap), the final model also with sample's
+    # default 10 x 100 (at 10 x 5 the 300 s model drew two classes: README, "bench.py")
     "settings": {"points": [{"sampler": "ald-1000", "steps_per_level": 100}],
-                 "images": [{"sampler": "ald-50", "steps_per_level": 5}]},
+                 "images": [{"sampler": "ald-50", "steps_per_level": 5},
+                            {"sampler": "ald-1000", "steps_per_level": 100}]},
     "quick_settings": {"points": [{"sampler": "ald-20", "steps_per_level": 2}],
                        "images": [{"sampler": "ald-20", "steps_per_level": 2}]},
     "likelihood": None,  # no likelihood (see the docstring)

@@ -274,6 +274,7 @@ add("ldm-points-box-unused", "ldm.py", "x0_clip = 1.0  # points", "pass  # point
 add("fm-points-box-not-saved", "fm.py", 'config["box"] = float(((ds.x - ds.x.mean(0)) / ds.x.std(0)).abs().max())', "pass", "tests/test_fm.py::test_points_generate_clamps_the_endpoint_to_the_saved_box")
 add("fm-points-box-unused", "fm.py", "v_fn = clamped_velocity(v_fn, model.box)", "pass", "tests/test_fm.py::test_points_generate_clamps_the_endpoint_to_the_saved_box")
 add("fm-clamp-no-division", "fm.py", "v + (x_1.clamp(-box, box) - x_1) / rest.clamp(min=1e-12)", "v + (x_1.clamp(-box, box) - x_1)", "tests/test_fm.py::test_clamped_velocity_keeps_the_endpoint_in_the_box")
+add("fm-bench-image-levels", "fm.py", '"images": {"t_sampling": "logit-normal", "t_std": 1.2}}', '"images": {"t_sampling": "logit-normal", "t_std": 1.0}}', "tests/test_fm.py::test_bench_toy_recipe_is_saved_and_rebuilt")
 add("consistency-points-box-not-saved", "consistency.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("consistency-points-box-unused", "consistency.py", "box = 1.0 if len(model.shape) == 3 else model.box", "box = 1.0 if len(model.shape) == 3 else None", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("score-clip-sign", "score.py", "return s + (d.clamp(-box, box) - d) / var", "return s + (d - d.clamp(-box, box)) / var", "tests/test_score.py::test_clip_denoised_keeps_the_tweedie_estimate_in_the_box")
@@ -427,6 +428,9 @@ T_FR = "tests/test_bench.py::test_frontier_claims_by_hand"
 add("bench-frontier-within-50-percent", "bench_report.py", "fid <= max(1.1 * ref, ref + 2 * noise)", "fid <= max(1.5 * ref, ref + 2 * noise)", T_FR)
 add("bench-frontier-consistency-toy-by-fd", "bench_report.py", "if base and cm and data in TOYS and", "if base and cm and False and", T_FR)
 add("bench-frontier-consistency-toy-threshold", "bench_report.py", 'verdict = "holds" if best["hq"] >= base["hq"] / 1.5 else', 'verdict = "holds" if best["hq"] >= base["hq"] / 1.4 else', T_FR)
+add("bench-frontier-straight-toy-by-fd", "bench_report.py", "toy_hq = data in TOYS and all(", "toy_hq = False and all(", T_FR)
+add("bench-frontier-straight-toy-threshold", "bench_report.py", "return r[\"hq\"] >= min(ref / 1.1, ref - spread)", "return r[\"hq\"] >= min(ref / 1.05, ref - spread)", T_FR)
+add("bench-frontier-straight-toy-no-spread", "bench_report.py", "return r[\"hq\"] >= min(ref / 1.1, ref - spread)", "return r[\"hq\"] >= ref / 1.1", T_FR)
 add("bench-frontier-consistency-penalty", "bench_report.py", 'verdict = "holds" if best["fid"] <= 1.5 * base["fid"] else "does NOT hold"',
     'verdict = "holds" if best["fid"] <= 2 * base["fid"] else "does NOT hold"', T_FR)
 add("bench-tradeoff-anomaly-by-rank", "bench_report.py", 'absolute = {"conditional": CONDITIONAL_TIERS, "anomaly": ANOMALY_TIERS}',

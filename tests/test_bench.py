@@ -384,6 +384,24 @@ def test_frontier_claims_by_hand():
     toy[6]["hq"] = 0.66  # 4 calls: 0.66 >= 0.98 / 1.5 = 0.653
     assert "quality penalty (on 2-D points by hq, taken as at least DDPM 1000's / 1.5): holds" in \
         "\n".join(bench_report.frontier_claims(toy))
+    # ... and so is "fewer ODE steps": fm's Euler-4 has FD 12, close to its best 11.5, but hq 0.08 against 0.96
+    hq = {"ddpm-1000": 0.98, "ddim-50": 0.95, "ddim-20": 0.85, "euler-4": 0.08, "euler-16": 0.96}
+    for r in toy:
+        r["hq"] = hq.get(r["sampler"], r["hq"])
+    text = "\n".join(bench_report.frontier_claims(toy))
+    assert "grid25: straighter trajectories, fewer ODE steps (on 2-D points by hq, as close = at least the reference " \
+           "/ 1.1, or 2 binomial std below it): holds: fm.py's ODE comes as close to its best hq (0.960) at 16 " \
+           "network calls; ddpm.py's deterministic samplers (DDIM eta 0, DPM-Solver++) come as close to DDPM 1000's " \
+           "hq (0.980) at 50 calls. fm Euler: 4 calls hq 0.080, 16 calls hq 0.960." in text
+    toy[2]["hq"] = 0.90  # DDIM-20: 0.90 >= 0.98 / 1.1 = 0.891, so ddpm needs 20 calls, fm still 16
+    assert "DPM-Solver++) come as close to DDPM 1000's hq (0.980) at 20 calls" in "\n".join(bench_report.frontier_claims(toy))
+    toy[4]["nfe"] = 32  # fm's best needs 32 calls now
+    assert "fewer ODE steps (on 2-D points by hq, as close = at least the reference / 1.1, or 2 binomial std below " \
+           "it): does NOT hold" in "\n".join(bench_report.frontier_claims(toy))
+    for r in toy:  # 100 samples: hq 0.08 is within 2 binomial std (0.06) of a best of 0.10 (0.10 / 1.1 = 0.091)
+        r["n_samples"] = 100
+    toy[4]["hq"] = 0.10
+    assert "its best hq (0.100) at 4 network calls" in "\n".join(bench_report.frontier_claims(toy))
 
 
 def test_load_note_counts_this_runs_threads():
