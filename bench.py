@@ -232,6 +232,12 @@ def likelihood_row(fam: Family, model, data: str, kind: str, quick: bool) -> dic
 
 
 # ----------------------------------------------------------------------------------------------------- budgeted training
+def max_steps(budget: float) -> int:
+    """The most steps a plan may give one model: a guard against a misjudged rate, 200,000 per 300 s of budget (a
+    fixed 200,000 stopped the toy VAE, 2.5 ms per step, at about 500 s of a 1,200 s budget)."""
+    return int(max(200_000, 200_000 * budget / 300))
+
+
 def _log_seconds(run_dir: Path, path: Path | None = None) -> list[tuple[int, float]]:
     """(step, seconds since the loop started) from a run's metrics.jsonl (a resumed run appends records whose seconds
     start again from 0)."""
@@ -327,7 +333,7 @@ class Runs:
         if not self.quick and per_step * probe < 2.0:  # a fast step: 30 of them are mostly warm-up (R1's double
             probe = int(min(20_000, 3.0 / max(per_step, 1e-6)))  # backward, allocator); time about 3 s of steps,
             per_step = seconds_per_step(probe)  # the last two thirds of them
-        steps = int(min(200_000, max(10, budget / max(per_step, 1e-6))))
+        steps = int(min(max_steps(budget), max(10, budget / max(per_step, 1e-6))))
         entry = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         shutil.rmtree(out, ignore_errors=True)
@@ -345,7 +351,7 @@ class Runs:
             return entry
         total = budget / (seconds / steps)  # seconds per step, measured over the whole first snapshot
         total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))
-        entry.update(first_steps=steps, probe_total=entry["steps"], steps=int(min(200_000, max(10, total))),
+        entry.update(first_steps=steps, probe_total=entry["steps"], steps=int(min(max_steps(budget), max(10, total))),
                      sec_per_step=seconds / steps)
         return self._save_plan(key, entry)
 

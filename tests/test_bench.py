@@ -154,6 +154,24 @@ def test_step_plan_is_remeasured_when_the_model_file_changes(tmp_path, monkeypat
     assert runs.steps_for(fam, "grid25", {}, 1.0)["steps"] == 20
 
 
+def test_step_ceiling_grows_with_the_budget(tmp_path, monkeypatch):
+    """A 1 ms step fills 300 s with 300,000 steps, capped at 200,000; 1,200 s is capped at 800,000, not 200,000
+    (a fixed ceiling stopped the toy VAE at about 500 s of a 1,200 s budget)."""
+    src = ("import json, pathlib\ndef train(out, steps, **kw):\n    p = pathlib.Path(out)\n"
+           "    p.mkdir(parents=True, exist_ok=True)\n    with open(p / 'metrics.jsonl', 'w') as f:\n"
+           "        for s in range(1, 11):\n            f.write(json.dumps({'step': s, 'sec': s * 0.001}) + '\\n')\n")
+    import importlib
+
+    _fake(tmp_path, monkeypatch, "genmodels_fast", src)
+    fam = bench.Family("genmodels_fast", importlib.import_module("genmodels_fast"))
+    runs = bench.Runs(tmp_path / "runs", "cpu", quick=True)
+    assert runs.steps_for(fam, "grid25", {}, 300.0)["steps"] == 200_000
+    assert runs.steps_for(fam, "grid25", {}, 1200.0)["steps"] == 800_000
+    assert runs.steps_for(fam, "grid25", {}, 600.0)["steps"] == 400_000
+    assert runs.steps_for(fam, "grid25", {}, 100.0)["steps"] == 100_000  # under the floor: the budget decides
+    assert runs.refine(fam, "grid25", {}, 1200.0, 1000, 0.5)["steps"] == 800_000  # refined: 2.4M, still capped
+
+
 @pytest.mark.usefixtures("single_thread")  # (not bench's --threads: it would leave the process at one thread)
 def test_conditional_suite_quick(tmp_path):
     """`--suite conditional`: every family with "conditional" settings trains its conditional model and reports the
