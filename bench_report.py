@@ -293,10 +293,12 @@ def frontier_claims(rows: list[dict]) -> list[str]:
             need = lambda rs, ref: min((r["nfe"] for r in rs if close(r, ref)), default=None)  # noqa: E731
             n_fm, n_dd = need(fm_rows, hq_ref), need(dd, base["hq"])
             verdict = "n/a" if n_fm is None or n_dd is None else "holds" if n_fm < n_dd else "does NOT hold"
+            dd_at = _g(n_dd) if n_dd is not None else f"none of their settings (up to {max(r['nfe'] for r in dd):.0f})"
             out.append(f"{data}: straighter trajectories, fewer ODE steps (on 2-D points by hq, as close = at least "
-                       f"the reference / 1.1, or 2 binomial std below it): {verdict}: fm.py's ODE comes as close to its best hq ({hq_ref:.3f}) at "
-                       f"{_g(n_fm)} network calls; ddpm.py's deterministic samplers (DDIM eta 0, DPM-Solver++) come as "
-                       f"close to DDPM 1000's hq ({base['hq']:.3f}) at {_g(n_dd)} calls. fm Euler: " + ", ".join(
+                       f"the reference / 1.1, or 2 binomial std below it): {verdict}: fm.py's ODE comes as close to "
+                       f"its best hq ({hq_ref:.3f}) at {_g(n_fm)} network calls; ddpm.py's deterministic samplers (DDIM "
+                       f"eta 0, DPM-Solver++) come as close to DDPM 1000's hq ({base['hq']:.3f}) at {dd_at} calls. "
+                       "fm Euler: " + ", ".join(
                            f"{r['nfe']:.0f} calls hq {r['hq']:.3f}" for r in sorted(fm_rows, key=lambda r: r["nfe"])
                            if _method(r) == "euler") + ".")
         elif base and dd and fm_rows:  # "straighter trajectories (fewer ODE steps)"

@@ -407,6 +407,8 @@ add("bench-refine-rate-without-steps", "bench.py", "total = budget / (seconds / 
 add("bench-refine-unbounded", "bench.py", 'total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))', "total = total", T_REFINE)
 add("bench-refine-every-time", "bench.py", 'if "first_steps" in entry or seconds <= 0:', "if seconds <= 0:", T_REFINE)
 add("bench-step-ceiling-fixed", "bench.py", "return int(max(200_000, 200_000 * budget / 300))", "return 200_000", "tests/test_bench.py::test_step_ceiling_grows_with_the_budget")
+add("bench-step-ceiling-old-plans-kept", "bench.py", "if key in self.plan and not (200_000 <= self.plan[key][\"steps\"] < max_steps(budget)):", "if key in self.plan:", "tests/test_bench.py::test_step_ceiling_grows_with_the_budget")
+add("bench-frontier-straight-toy-needs-hq", "bench_report.py", "toy_hq = data in TOYS and all(r.get(\"hq\") is not None for r in [base, *dd, *fm_rows] if r)", "toy_hq = data in TOYS", "tests/test_bench.py::test_frontier_claims_by_hand")
 add("bench-fid-noise-one-draw", "bench.py", "train.x[torch.randperm(len(train), generator=g)[:n]]", "train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]]", "tests/test_bench.py::test_fid_noise_is_real_data_scored_like_samples")
 add("bench-straight-no-noise", "bench_report.py", "close = lambda fid, ref: fid <= max(1.1 * ref, ref + 2 * noise)", "close = lambda fid, ref: fid <= 1.1 * ref", "tests/test_bench.py::test_frontier_claims_by_hand")
 add("bench-probe-shared-folder", "bench.py", 'f"{fam.name}-{data}-{_key(key)}-{os.getpid()}"', 'f"{fam.name}-{data}"', "tests/test_bench.py::test_probes_side_by_side_do_not_share_a_folder")

@@ -170,6 +170,9 @@ def test_step_ceiling_grows_with_the_budget(tmp_path, monkeypatch):
     assert runs.steps_for(fam, "grid25", {}, 600.0)["steps"] == 400_000
     assert runs.steps_for(fam, "grid25", {}, 100.0)["steps"] == 100_000  # under the floor: the budget decides
     assert runs.refine(fam, "grid25", {}, 1200.0, 1000, 0.5)["steps"] == 800_000  # refined: 2.4M, still capped
+    key = runs._plan_key(fam, "grid25", {}, 1500.0)  # a plan saved under the old fixed ceiling is measured again
+    runs.plan[key] = {"steps": 200_000, "sec_per_step": 0.001, "first_steps": 20_000}
+    assert runs.steps_for(fam, "grid25", {}, 1500.0)["steps"] == 1_000_000
 
 
 @pytest.mark.usefixtures("single_thread")  # (not bench's --threads: it would leave the process at one thread)
@@ -420,6 +423,12 @@ def test_frontier_claims_by_hand():
         r["n_samples"] = 100
     toy[4]["hq"] = 0.10
     assert "its best hq (0.100) at 4 network calls" in "\n".join(bench_report.frontier_claims(toy))
+    for r in toy[1:3]:  # no DDIM setting comes close to DDPM 1000's hq
+        r["hq"] = 0.5
+    assert "DDPM 1000's hq (0.980) at none of their settings (up to 50) calls" in "\n".join(bench_report.frontier_claims(toy))
+    del toy[3]["hq"]  # a row without hq: the toy's claim falls back to the Frechet distance
+    text = "\n".join(bench_report.frontier_claims(toy))
+    assert "grid25: straighter trajectories, fewer ODE steps: " in text and "by hq, as close" not in text
 
 
 def test_load_note_counts_this_runs_threads():

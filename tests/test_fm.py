@@ -144,7 +144,7 @@ def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
     import inspect
 
     import ddpm
-    p_mean = inspect.signature(ddpm.train).parameters["p_mean"].default
+    p_mean = ddpm.BENCH["options"]["images"].get("p_mean", inspect.signature(ddpm.train).parameters["p_mean"].default)
     opts = fm.BENCH["options"]["images"]
     t = fm.sample_t(40_000, opts["t_sampling"], generator=torch.Generator().manual_seed(0), m=opts.get("t_mean", 0.0),
                     s=opts["t_std"], uniform=opts.get("t_uniform", 0.0))
