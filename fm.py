@@ -12,7 +12,8 @@ sampler), and the likelihood is exact up to the solver's error.
 
 Algorithm -> function:
     path x_t and target u = x_1 - x_0                -> interpolate, target; the loss: FM.loss
-    t ~ U[0, 1] or logit-normal (Esser et al. 2024, SD3, https://arxiv.org/abs/2403.03206, sec. 3.1) -> sample_t
+    t logit-normal (the default; Esser et al. 2024, SD3, https://arxiv.org/abs/2403.03206, sec. 3.1) or U[0, 1]
+                                                     -> sample_t
     minibatch OT coupling (Tong et al. 2023, https://arxiv.org/abs/2302.00482), exact per batch -> ot_permutation
     ODE samplers, one function each (NFE: euler 1, midpoint 2, heun 2 per step) -> euler_step, midpoint_step,
                                                        heun_step, integrated by sample (NFE: nfe)
@@ -24,22 +25,24 @@ Algorithm -> function:
                                                        label dropout: drop_labels
     the network v_theta(x, t)                        -> nets.py: UNet (images), DiT (--net dit), MLP (points)
     samples in data space / the likelihood (the stable surface) -> generate, likelihood
-Departures: the backbone sees 1000 t (nets' sinusoidal embedding is made for DDPM's step range); images are trained on
-dequantized pixels (the data the likelihood is measured on) and the samples clamped to [-1, 1]; points' samplers clamp
-the predicted endpoint x + (1 - t) v to the train set's box (clamped_velocity; the likelihood uses v as is); the
-likelihood's ODE runs on a grid uniform in log-SNR log(t / (1 - t)), not on uniform steps (see log_likelihood).
+Departures: the default logit-normal t has scale 1.2 (SD3: 1), so that logit(t) = -ln sigma ~ N(0, 1.2^2) are
+ddpm.py's noise levels (README: FID 6.99 against 8.60 for uniform t, 3.06 bits/dim against 2.39); the backbone sees
+1000 t (nets' sinusoidal embedding is made for DDPM's step range); images are trained on dequantized pixels (the
+data the likelihood is measured on) and the samples clamped to [-1, 1]; points' samplers clamp the predicted
+endpoint x + (1 - t) v to the train set's box (clamped_velocity; the likelihood uses v as is); the likelihood's ODE
+runs on a grid uniform in log-SNR log(t / (1 - t)), not on uniform steps (see log_likelihood).
 
-Commands (times on the idle 2-core development machine, 2026-12-01):
-    python fm.py train                    # mnist5k, ddpm.py's default network, steps and EMA: 258 s -> runs/fm-mnist5k/
-    python fm.py sample --n 1000 --out s.npz && python fid.py score s.npz mnist5k:test   # midpoint 10 steps: FID 8.81
+Commands (times on the 2-core development machine, 2026-12-05):
+    python fm.py train                    # mnist5k, ddpm.py's network, steps, EMA, noise levels: 375 s -> runs/fm-mnist5k/
+    python fm.py sample --n 1000 --out s.npz && python fid.py score s.npz mnist5k:test   # midpoint 10 steps: FID 6.99
     python fm.py sample --method euler --steps 8         # 8 network calls -> runs/fm-mnist5k/samples-euler-8.png
-    python fm.py nll                                     # 2.39 bits/dim (Hutchinson, 200 test digits), 23 s
-    python fm.py train --data moons --steps 5000 --batch-size 256 --lr 1e-3 && python fm.py nll --ckpt runs/fm-moons/ckpt.pt --n 5000   # 40 s, 0.338 nats
+    python fm.py nll                                     # 3.06 bits/dim (Hutchinson, 200 test digits), 32 s
+    python fm.py train --data moons --steps 5000 --batch-size 256 --lr 1e-3 && python fm.py nll --ckpt runs/fm-moons/ckpt.pt --n 5000   # 38 s, 0.329 nats
     python fm.py train --data grid25 --steps 10000 --t-sampling logit-normal --t-mean 2.5 --t-std 1.2 --t-uniform 0.1 \
         --ema-decay 0.995                                  # the toy recipe (ddpm.py's noise levels; README)
     python fm.py train --data moons --steps 5000 --batch-size 256 --lr 1e-3 --coupling ot --out runs/fm-moons-ot
     python fm.py straightness --ckpt runs/fm-moons/ckpt.pt --ckpt runs/fm-moons-ot/ckpt.pt   # S, 1/2/4-step quality
-    python fm.py reflow                                  # 2-rectified flow of runs/fm-mnist5k: 1-step FID 439 -> 36, 255 s
+    python fm.py reflow                                  # 2-rectified flow of runs/fm-mnist5k: 1-step FID 383 -> 35, 354 s
     python fm.py train --labels --out runs/fm-labels && python fm.py sample --ckpt runs/fm-labels/ckpt.pt --guidance 2 --label 7
 """
 from __future__ import annotations
@@ -453,9 +456,9 @@ def train(
     batch_size: Annotated[int, Opt(help="examples per step (per process under torchrun)")] = 64,
     lr: Annotated[float, Opt(help="peak AdamW learning rate")] = 2e-3,
     warmup: Annotated[int, Opt(help="linear learning-rate warm-up steps")] = 100,
-    t_sampling: Annotated[str, Opt(help="training times: uniform or logit-normal (SD3)")] = "uniform",
+    t_sampling: Annotated[str, Opt(help="training times: logit-normal (SD3) or uniform (Lipman et al.)")] = "logit-normal",
     t_mean: Annotated[float, Opt(help="logit-normal t: mean m of logit(t) (SD3: 0; t = 1 is data, so m > 0 trains nearer the data)")] = 0.0,
-    t_std: Annotated[float, Opt(help="logit-normal t: std s of logit(t) (SD3: 1)")] = 1.0,
+    t_std: Annotated[float, Opt(help="logit-normal t: std s of logit(t) (SD3: 1; 1.2 is ddpm.py's noise levels)")] = 1.2,
     t_uniform: Annotated[float, Opt(help="logit-normal t: fraction of draws uniform instead (trains the whole path the likelihood's ODE runs)")] = 0.0,
     coupling: Annotated[str, Opt(help="noise-data pairing: independent or ot (minibatch optimal transport)")] = "independent",
     labels: Annotated[bool, Opt(help="class-conditional, with label dropout (for guidance)")] = False,

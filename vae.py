@@ -172,7 +172,10 @@ class VAE(nn.Module):
             mu, log_sigma = params.chunk(2, -1)
             log_sigma = log_sigma.clamp(min=-7.0)  # floor on sigma: no infinite density on a point
             u = (x - self.shift) / self.scale
-            log_p = -0.5 * ((u - mu) / log_sigma.exp()) ** 2 - log_sigma - 0.5 * LOG_2PI
+            # (u - mu) e^-log_sigma, not / e^log_sigma: a decoder far off the data (a wide q(z|x) draw) can put
+            # log_sigma > 88, where e^log_sigma overflows float32 and its gradient 0 * inf = NaN (the grid25 VAE at
+            # step 295,595, bench/long); e^-log_sigma underflows to 0 and its gradient stays finite.
+            log_p = -0.5 * ((u - mu) * torch.exp(-log_sigma)) ** 2 - log_sigma - 0.5 * LOG_2PI
             return log_p.sum(-1) - self.scale.log().sum()
         if self.likelihood == "bernoulli":  # sum x log p + (1 - x) log(1 - p), x in {0, 1} = (x_data + 1) / 2
             target = ((x + 1) / 2).expand_as(params)

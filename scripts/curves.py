@@ -64,6 +64,9 @@ RECIPES = {
                                  "ema_decay": 0.999, "p_mean": 0.5}, "P_mean further up, to 0.5: more noise still"),
     "fm": ({}, "fm.py's flow matching (straight path, velocity target, uniform t) on old-default's backbone"),
     "fm-patch2-ema999": ({"patch": 2, "ema_decay": 0.999}, "fm.py on patch2-edm-ema999's backbone and EMA"),
+    "fm-patch2-ema999-ln": ({"patch": 2, "ema_decay": 0.999, "t_sampling": "logit-normal", "t_std": 1.2},
+                            "fm.py's default: the same with logit-normal t, logit(t) = -ln sigma ~ N(0, 1.2^2), the "
+                            "noise levels of patch2-edm-ema999-pm0"),
 }
 
 

@@ -275,6 +275,8 @@ add("fm-points-box-not-saved", "fm.py", 'config["box"] = float(((ds.x - ds.x.mea
 add("fm-points-box-unused", "fm.py", "v_fn = clamped_velocity(v_fn, model.box)", "pass", "tests/test_fm.py::test_points_generate_clamps_the_endpoint_to_the_saved_box")
 add("fm-clamp-no-division", "fm.py", "v + (x_1.clamp(-box, box) - x_1) / rest.clamp(min=1e-12)", "v + (x_1.clamp(-box, box) - x_1)", "tests/test_fm.py::test_clamped_velocity_keeps_the_endpoint_in_the_box")
 add("fm-bench-image-levels", "fm.py", '"images": {"t_sampling": "logit-normal", "t_std": 1.2}}', '"images": {"t_sampling": "logit-normal", "t_std": 1.0}}', "tests/test_fm.py::test_bench_toy_recipe_is_saved_and_rebuilt")
+add("fm-default-t-std", "fm.py", "1.2 is ddpm.py's noise levels)\")] = 1.2,", "1.2 is ddpm.py's noise levels)\")] = 1.0,", "tests/test_fm.py::test_bench_toy_recipe_is_saved_and_rebuilt")
+add("fm-default-t-uniform", "fm.py", 'or uniform (Lipman et al.)")] = "logit-normal",', 'or uniform (Lipman et al.)")] = "uniform",', "tests/test_fm.py::test_bench_toy_recipe_is_saved_and_rebuilt")
 add("consistency-points-box-not-saved", "consistency.py", 'config["box"] = ddpm.points_box(ds.x)', "pass", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("consistency-points-box-unused", "consistency.py", "box = 1.0 if len(model.shape) == 3 else model.box", "box = 1.0 if len(model.shape) == 3 else None", "tests/test_consistency.py::test_points_cd_starts_from_the_teacher_and_sample")
 add("score-clip-sign", "score.py", "return s + (d.clamp(-box, box) - d) / var", "return s + (d - d.clamp(-box, box)) / var", "tests/test_score.py::test_clip_denoised_keeps_the_tweedie_estimate_in_the_box")
@@ -334,6 +336,8 @@ add("ldm-labels-guidance-ignored", "ldm.py", "y=y, guidance=guidance, method=met
 add("ldm-labels-unconditional-net", "ldm.py", "diffusion = cfg.build(config, ae.latent_shape, num_classes) if num_classes else", "diffusion = cfg.build(config, ae.latent_shape, num_classes) if False else", LDM_LABELS)
 ELBO_S = f"{T_LDM}::test_spatial_vae_elbo_is_the_mean_of_its_one_sample_iwae"
 add("vae-spatial-kl-not-flattened", "vae.py", "gaussian_kl(mu.flatten(1), logvar.flatten(1))", "gaussian_kl(mu, logvar)", ELBO_S)
+add("vae-gaussian-overflow", "vae.py", "log_p = -0.5 * ((u - mu) * torch.exp(-log_sigma)) ** 2", "log_p = -0.5 * ((u - mu) / log_sigma.exp()) ** 2", "tests/test_vae.py::test_gaussian_decoder_is_the_normal_density_with_a_finite_gradient")
+add("vae-gaussian-no-floor", "vae.py", "log_sigma = log_sigma.clamp(min=-7.0)  # floor on sigma", "log_sigma = log_sigma  # floor on sigma", "tests/test_vae.py::test_gaussian_decoder_is_the_normal_density_with_a_finite_gradient")
 add("vae-spatial-sum-last-dim", "vae.py", "return a.flatten(-len(self.latent_shape)).sum(-1)", "return a.sum(-1)", ELBO_S)
 add("vae-spatial-log-q-no-std", "vae.py", " - self.sum_latent(std.log())  # log N", "  # log N", ELBO_S)
 

@@ -140,16 +140,19 @@ def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
                     **fm.BENCH["options"]["points"])
     model = fm.load(path)
     assert (model.t_sampling, model.t_mean, model.t_std, model.t_uniform) == ("logit-normal", 2.5, 1.2, 0.1)
-    # images: ddpm.py's image levels, ln sigma ~ N(P_mean, 1.2^2) with train's P_mean, i.e. logit(t) ~ N(-P_mean, 1.2^2)
+    # images, in bench and in train's defaults: ddpm.py's image levels, ln sigma ~ N(P_mean, 1.2^2) with its P_mean,
+    # i.e. logit(t) ~ N(-P_mean, 1.2^2)
     import inspect
 
     import ddpm
     p_mean = ddpm.BENCH["options"]["images"].get("p_mean", inspect.signature(ddpm.train).parameters["p_mean"].default)
-    opts = fm.BENCH["options"]["images"]
-    t = fm.sample_t(40_000, opts["t_sampling"], generator=torch.Generator().manual_seed(0), m=opts.get("t_mean", 0.0),
-                    s=opts["t_std"], uniform=opts.get("t_uniform", 0.0))
-    log_sigma = torch.log((1 - t.double()) / t.double())  # fm's sigma = (1 - t) / t (t = 1 is data)
-    assert abs(log_sigma.mean() - p_mean) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
+    defaults = {k: v.default for k, v in inspect.signature(fm.train).parameters.items()}
+    for opts in (fm.BENCH["options"]["images"], defaults):
+        assert opts["t_sampling"] == "logit-normal"
+        t = fm.sample_t(40_000, "logit-normal", generator=torch.Generator().manual_seed(0), m=opts.get("t_mean", 0.0),
+                        s=opts["t_std"], uniform=opts.get("t_uniform", 0.0))
+        log_sigma = torch.log((1 - t.double()) / t.double())  # fm's sigma = (1 - t) / t (t = 1 is data)
+        assert abs(log_sigma.mean() - p_mean) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
 
 
 @given(st.integers(2, 6), st.integers(1, 3), st.integers(0, 10_000))
