@@ -256,7 +256,8 @@ class VAE(nn.Module):
         if mean or self.likelihood != "gaussian":
             return torch.cat([self.mean(zb, yb) for zb, yb in zip(z.split(batch), ys)])
         mu, log_sigma = torch.cat([self.decode(zb, yb) for zb, yb in zip(z.split(batch), ys)]).chunk(2, -1)  # [n, d]
-        u = mu + log_sigma.clamp(min=-7.0).exp() * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
+        sigma = log_sigma.clamp(-7.0, 80.0).exp()  # the density's floor; the cap keeps sigma finite in float32
+        u = mu + sigma * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
         return u * self.scale + self.shift
 
 
@@ -281,7 +282,7 @@ def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_s: torch.
     """log P(k) per pixel, x = k / 127.5 - 1: the logistic mass of the bin [x - 1/255, x + 1/255], the end bins stretched
     to -inf and +inf so the 256 masses sum to 1 (Salimans et al. eq. 2). With a = (x + 1/255 - mean) / s and
     b = (x - 1/255 - mean) / s: log(sig(a) - sig(b)) = log sig(a) + log sig(-b) + log(1 - e^(b - a)), stable for any a, b."""
-    inv_s = torch.exp(-log_s)
+    inv_s = torch.exp(-log_s.clamp(max=80.0))  # above ~84 the bin's mass underflows float32 and its gradient is NaN
     a = (x + 1 / 255 - mean) * inv_s
     b = (x - 1 / 255 - mean) * inv_s
     mid = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))

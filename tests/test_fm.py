@@ -140,17 +140,22 @@ def test_bench_toy_recipe_is_saved_and_rebuilt(tmp_path):
                     **fm.BENCH["options"]["points"])
     model = fm.load(path)
     assert (model.t_sampling, model.t_mean, model.t_std, model.t_uniform) == ("logit-normal", 2.5, 1.2, 0.1)
-    # images, in bench and in train's defaults: ddpm.py's image levels, ln sigma ~ N(P_mean, 1.2^2) with its P_mean,
-    # i.e. logit(t) ~ N(-P_mean, 1.2^2)
+
+
+def test_image_noise_levels_are_ddpm_s():
+    """On images, fm.train's defaults and bench's options draw ddpm.py's image noise levels (those of its train
+    defaults and of its bench options): ln sigma ~ N(P_mean, 1.2^2), i.e. logit(t) = -ln sigma ~ N(-P_mean, 1.2^2)."""
     import inspect
 
     import ddpm
-    p_mean = ddpm.BENCH["options"]["images"].get("p_mean", inspect.signature(ddpm.train).parameters["p_mean"].default)
-    defaults = {k: v.default for k, v in inspect.signature(fm.train).parameters.items()}
-    for opts in (fm.BENCH["options"]["images"], defaults):
+    ddpm_defaults = {k: v.default for k, v in inspect.signature(ddpm.train).parameters.items()}
+    fm_defaults = {k: v.default for k, v in inspect.signature(fm.train).parameters.items()}
+    for opts, p_mean in ((fm_defaults, ddpm_defaults["p_mean"]),
+                         ({**fm_defaults, **fm.BENCH["options"]["images"]},
+                          {**ddpm_defaults, **ddpm.BENCH["options"]["images"]}["p_mean"])):
         assert opts["t_sampling"] == "logit-normal"
-        t = fm.sample_t(40_000, "logit-normal", generator=torch.Generator().manual_seed(0), m=opts.get("t_mean", 0.0),
-                        s=opts["t_std"], uniform=opts.get("t_uniform", 0.0))
+        t = fm.sample_t(40_000, "logit-normal", generator=torch.Generator().manual_seed(0), m=opts["t_mean"],
+                        s=opts["t_std"], uniform=opts["t_uniform"])
         log_sigma = torch.log((1 - t.double()) / t.double())  # fm's sigma = (1 - t) / t (t = 1 is data)
         assert abs(log_sigma.mean() - p_mean) < 0.03 and abs(log_sigma.std() - 1.2) < 0.03
 

@@ -169,23 +169,42 @@ def test_closed_form_kl_equals_monte_carlo(mu, logvar):
 
 
 @settings(max_examples=20)
-@example(u=0.3, mu=0.0, log_sigma=-12.0)  # below the floor
-@example(u=1.0, mu=-4.6, log_sigma=118.9)  # the grid25 VAE's NaN at step 295,595: e^log_sigma overflows float32
-@given(u=st.floats(-5, 5), mu=st.floats(-5, 5), log_sigma=st.floats(-20, 150))
-def test_gaussian_decoder_is_the_normal_density_with_a_finite_gradient(u, mu, log_sigma):
+@example(k_u=19, k_mu=0, log_sigma=-12.0)  # below the floor
+@example(k_u=64, k_mu=-294, log_sigma=118.9)  # the grid25 VAE's NaN gradient at step 295,595: e^118.9 overflows float32
+@given(k_u=st.integers(-320, 320), k_mu=st.integers(-320, 320), log_sigma=st.floats(-20, 150))
+def test_gaussian_decoder_is_the_normal_density_with_a_finite_gradient(k_u, k_mu, log_sigma):
     """Points: log p(x|z) is log N(u; mu, sigma^2) with log sigma floored at -7, minus log scale (u the standardized
-    x), and its gradient in float32 stays finite for any decoder output, however large log sigma is."""
+    x), and its float32 gradient in the decoder's outputs is the float64 one, finite for any output, however large
+    log sigma is. (u, mu = k / 64 and x = 0.5 + 2 u are exact in float32, so only the formula's rounding is seen.)"""
+    u, mu = k_u / 64, k_mu / 64
     m = vae.VAE((1,), latent_dim=1, hidden=4, likelihood="gaussian")
     with torch.no_grad():
         m.shift.fill_(0.5), m.scale.fill_(2.0)
     params = torch.tensor([[mu, log_sigma]], requires_grad=True)
     m.decode = lambda z, y=None: params  # the decoder's outputs (mean, log sigma), given
     log_p = m.log_px_given_z(torch.tensor([[0.5 + 2.0 * u]]), torch.zeros(1, 1))
-    ref = torch.distributions.Normal(torch.tensor(mu, dtype=torch.float64),
-                                     math.exp(max(log_sigma, -7.0))).log_prob(torch.tensor(u, dtype=torch.float64))
-    assert abs(float(log_p) - float(ref - math.log(2.0))) <= 1e-5 * max(1.0, abs(float(ref)))
     log_p.sum().backward()
+    p64 = params.detach().double().requires_grad_()  # the reference in float64 from the same float32 outputs
+    ref = torch.distributions.Normal(p64[0, 0], p64[0, 1].clamp(min=-7.0).exp()).log_prob(
+        torch.tensor(u, dtype=torch.float64)) - math.log(2.0)
+    ref.backward()
+    assert abs(log_p.item() - ref.item()) <= 1e-5 * max(1.0, abs(ref.item()))
     assert torch.isfinite(params.grad).all()
+    torch.testing.assert_close(params.grad.double(), p64.grad, rtol=1e-4, atol=1e-6 * max(1.0, float(p64.grad.abs().max())))
+    assert torch.isfinite(m.sample(4, torch.Generator().manual_seed(0))).all()  # x ~ N(mu, sigma^2) as well
+
+
+@settings(max_examples=20)
+@example(mean=0.0, log_s=100.0)
+@given(mean=st.floats(-1.5, 1.5), log_s=st.floats(-7, 150))
+def test_discretized_logistic_stays_finite_for_any_scale(mean, log_s):
+    """In float32, log P(k) and its gradient stay finite however large the decoder's log s (a far-off decoder output):
+    the bins' masses would underflow to 0 above log s ~ 84 and give -inf and a NaN gradient."""
+    params = torch.tensor([mean, log_s], requires_grad=True)
+    x = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    log_p = vae.discretized_logistic_logp(x, params[0], params[1])
+    log_p.sum().backward()
+    assert torch.isfinite(log_p).all() and torch.isfinite(params.grad).all()
 
 
 @settings(max_examples=20)
