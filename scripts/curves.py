@@ -6,6 +6,9 @@ against seconds of training, at equal time, one run at a time (issues 15 and 16)
     python scripts/curves.py plot                            # the figure of the README and a table of the last points
     python scripts/curves.py plot old-default fm patch2-edm-ema999 fm-patch2-ema999 patch2-edm-ema999-pm0 --png assets/readme/fm-curves.png
     python scripts/curves.py list                            # the recipes (ddpm.train options) this script knows
+    python scripts/curves.py train patch2-edm-ema999-pm0 --steps 3134 --results bench/curves-equal-steps.jsonl
+    python scripts/curves.py eval patch2-edm-ema999-pm0 --ddpm-spacing auto --results bench/curves-equal-steps.jsonl
+                                                             # equal steps; ddpm scored with its default karras steps
 
 `train` runs ddpm.train itself with the recipe's options and stops it once `--budget` seconds of the training loop
 have passed (wall clock from the loop's start, without the time spent writing snapshots), so every recipe gets the
@@ -116,7 +119,7 @@ def train(name: str, budget: float, points: int, runs: Path, steps: int = 0) -> 
         training.Trainer.step = original
 
 
-def evaluate(name: str, n: int, runs: Path, results: Path) -> None:
+def evaluate(name: str, n: int, runs: Path, results: Path, spacing: str = "lambda") -> None:
     import data as datasets
     import fid
 
@@ -130,15 +133,17 @@ def evaluate(name: str, n: int, runs: Path, results: Path) -> None:
         model.load_state_dict(s["ema"])
         model.shape = tuple(s["shape"])
         model.eval()
-        # 20 calls: ddpm's dpm++2m 20 (with the log-SNR spacing of the committed rows), fm's midpoint 10
+        # 20 calls: ddpm's dpm++2m 20 (`spacing`: lambda, the log-SNR steps of the committed rows, or auto, its
+        # generate's default: karras rho 3 on images), fm's midpoint 10
         x = module.generate(model, n, generator=torch.Generator().manual_seed(0),
-                            **({"spacing": "lambda"} if module is ddpm else {}))
+                            **({"spacing": spacing} if module is ddpm else {}))
         probs = fid.classify(x)
         row = dict(recipe=name, options=RECIPES[name][0], sec=s["sec"], step=s["step"],
                    fid=round(fid.fid(f_real, fid.features(x, "mnist")), 3),
                    confident=round(float((probs.max(1).values > 0.9).float().mean()), 3),
                    classes=int(probs.argmax(1).unique().numel()), n=n,
-                   sampler="midpoint 10" if module.__name__ == "fm" else "dpm++2m 20",
+                   sampler="midpoint 10" if module.__name__ == "fm" else
+                   "dpm++2m 20" + ("" if spacing == "lambda" else f", spacing {spacing}"),
                    when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         print(json.dumps(row), flush=True)
         with open(results, "a") as f:
@@ -191,6 +196,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="train: stop after this many steps instead of --budget")
     ap.add_argument("--points", type=int, default=4, help="EMA snapshots per run, evenly spaced in time")
     ap.add_argument("--n", type=int, default=1000, help="samples scored per snapshot")
+    ap.add_argument("--ddpm-spacing", default="lambda", choices=["lambda", "auto"],
+                    help="eval: ddpm's dpm++2m steps, lambda (the committed rows) or auto (generate's default)")
     ap.add_argument("--runs", default="runs/curves")
     ap.add_argument("--results", default="bench/curves.jsonl")
     ap.add_argument("--png", default="assets/readme/ddpm-curves.png")
@@ -205,7 +212,7 @@ def main() -> None:
         if a.command == "train":
             train(name, a.budget, a.points, Path(a.runs), a.steps)
         elif a.command == "eval":
-            evaluate(name, a.n, Path(a.runs), Path(a.results))
+            evaluate(name, a.n, Path(a.runs), Path(a.results), a.ddpm_spacing)
     if a.command == "plot":
         plot(Path(a.results), Path(a.png), a.recipes)
 
