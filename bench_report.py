@@ -263,6 +263,11 @@ def _g(v) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
+def _calls(n, rows: list[dict]) -> str:
+    """The fewest network calls that came close enough, or, where none of `rows` did, how far they were tried."""
+    return f"{n:g}" if n is not None else f"none of their settings (up to {max(r['nfe'] for r in rows):.0f})"
+
+
 def frontier_claims(rows: list[dict]) -> list[str]:
     """The lesson's frontier claims, each checked against the measured rows in one plain sentence."""
     out = []
@@ -293,11 +298,11 @@ def frontier_claims(rows: list[dict]) -> list[str]:
             need = lambda rs, ref: min((r["nfe"] for r in rs if close(r, ref)), default=None)  # noqa: E731
             n_fm, n_dd = need(fm_rows, hq_ref), need(dd, base["hq"])
             verdict = "n/a" if n_fm is None or n_dd is None else "holds" if n_fm < n_dd else "does NOT hold"
-            dd_at = _g(n_dd) if n_dd is not None else f"none of their settings (up to {max(r['nfe'] for r in dd):.0f})"
             out.append(f"{data}: straighter trajectories, fewer ODE steps (on 2-D points by hq, as close = at least "
                        f"the reference / 1.1, or 2 binomial std below it): {verdict}: fm.py's ODE comes as close to "
-                       f"its best hq ({hq_ref:.3f}) at {_g(n_fm)} network calls; ddpm.py's deterministic samplers (DDIM "
-                       f"eta 0, DPM-Solver++) come as close to DDPM 1000's hq ({base['hq']:.3f}) at {dd_at} calls. "
+                       f"its best hq ({hq_ref:.3f}) at {_calls(n_fm, fm_rows)} network calls; ddpm.py's deterministic "
+                       f"samplers (DDIM eta 0, DPM-Solver++) come as close to DDPM 1000's hq ({base['hq']:.3f}) at "
+                       f"{_calls(n_dd, dd)} calls. "
                        "fm Euler: " + ", ".join(
                            f"{r['nfe']:.0f} calls hq {r['hq']:.3f}" for r in sorted(fm_rows, key=lambda r: r["nfe"])
                            if _method(r) == "euler") + ".")
@@ -310,10 +315,9 @@ def frontier_claims(rows: list[dict]) -> list[str]:
             verdict = "n/a" if n_fm is None or n_dd is None else "holds" if n_fm < n_dd else "does NOT hold"
             within = "10%" + (f" (or 2 std of real data's FID at this n, {2 * noise:.3g})" if noise else "")
             out.append(f"{data}: straighter trajectories, fewer ODE steps: {verdict}: fm.py's ODE comes within {within} of "
-                       f"its best FID ({fm_ref:.3g}) at {n_fm:g} network calls; ddpm.py's deterministic samplers "
-                       f"(DDIM eta 0, DPM-Solver++) come as close to DDPM 1000 ({base['fid']:.3g}) at "
-                       f"{format(n_dd, 'g') if n_dd is not None else 'none of their settings (up to ' + str(int(max(r['nfe'] for r in dd))) + ')'}"
-                       f" calls. fm Euler: " + ", ".join(f"{r['nfe']:.0f} calls FID {r['fid']:.3g}"
+                       f"its best FID ({fm_ref:.3g}) at {_calls(n_fm, fm_rows)} network calls; ddpm.py's deterministic "
+                       f"samplers (DDIM eta 0, DPM-Solver++) come as close to DDPM 1000 ({base['fid']:.3g}) at "
+                       f"{_calls(n_dd, dd)} calls. fm Euler: " + ", ".join(f"{r['nfe']:.0f} calls FID {r['fid']:.3g}"
                                                           for r in sorted(fm_rows, key=lambda r: r["nfe"])
                                                           if _method(r) == "euler") + ".")
         cm = sorted((r for r in rd if r["model"] == "consistency"), key=lambda r: r["nfe"])
