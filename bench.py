@@ -26,7 +26,8 @@ Suites (`--suite`):
               Method/Steps/Speed/Quality-drop table beside its speed column. `--defaults` samples each family at its
               own default training (the README's commands; consistency distils the ddpm default), `--ckpt` given
               checkpoints; otherwise the mnist / toy suite's checkpoints.
-    guidance  the classifier-free guidance sweep of cfg.py (guidance scale against FID / precision / recall).
+    guidance  the classifier-free guidance sweep (guidance scale against FID / precision / recall / label accuracy)
+              of every family whose BENCH lists "guidance" (cfg, fm), trained with its "conditional_options".
     conditional  the lesson's "Conditional gen." row: every family whose BENCH has "conditional" settings, trained
               with its "conditional_options" (--cond, --labels), asked for every label equally often: accuracy of the
               requested label (fid.py's classifier; toys: the 10 nearest training points), per class, FID overall and
@@ -767,6 +768,7 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
     cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
         "toy" if data in TOYS else "mnist"])
     conditional, anomaly = key == "conditional", key == "anomaly"
+    labelled = key in ("conditional", "guidance")  # suites that ask for labels: the family's conditional model
     rows, chosen = [], {}
     for name in families:
         fam, why = import_family(name)
@@ -783,9 +785,9 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
             kind = ref.kind
             n = cfg["samples"] or ((40 if conditional else 16 if anomaly else 32) if cfg["quick"] else
                                    2500 if kind == "points" else 100 if key == "samplers" else
-                                   1000 if conditional else 200)
+                                   1000 if labelled else 200)
             opts = fam.options(kind, cfg["quick"])
-            if conditional:  # the family's switch to its conditional model (--cond, --labels)
+            if labelled:  # the family's switch to its conditional model (--cond, --labels)
                 opts.update(fam.spec.get("conditional_options") or {})
             ckpt, info = family_checkpoint(fam, data, kind, cfg, runs, opts, chosen)
             chosen[name] = ckpt
@@ -800,9 +802,9 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
                 rows.append(r)
                 continue
             C = int(getattr(model, "num_classes", 0) or 0)
-            if conditional and not C:
+            if labelled and not C:
                 raise ValueError(f"{name}.py's conditional_options trained a model without labels")
-            y = torch.arange(n) % C if key in ("guidance", "conditional") and C else None  # every class equally often
+            y = torch.arange(n) % C if labelled else None  # every class equally often
             classifier = fam.spec.get("quick_classifier" if cfg["quick"] else "classifier") if conditional else None
             gen_acc = None
             if classifier is not None:  # the generative classifier: the file's classify command, Bayes' rule

@@ -380,17 +380,19 @@ def write_markdown(rows: list[dict], out: Path) -> None:
             for r in d_rows:
                 firsts.setdefault(r["model"], r)
             trained = (f"Budget {budgets.pop():g} s per model" if len(budgets) == 1 and None not in budgets else
-                       "Checkpoints (own defaults or given): " + "; ".join(
-                           f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps)" for m, r in firsts.items()))
+                       "Checkpoints: " + "; ".join(
+                           f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps, " +
+                           (f"{r['budget_s']:g} s budget)" if r.get("budget_s") else "its defaults or given)")
+                           for m, r in firsts.items()))
             parts += ["", f"## {suite}: {data}", "",
                       f"{trained}, {d_rows[0]['seeds']} seed(s), {d_rows[0].get('n_samples', '-')} samples against "
                       f"{d_rows[0].get('reference', '-')}.", ""]
             if suite == "samplers":
                 parts.append(samplers_markdown(d_rows))
             elif suite == "guidance":
-                parts.append(md_table(["guidance scale s (= 1 + w)", "FID" if images else "Frechet dist.", "precision",
-                                       "recall", "label accuracy", "IS", "NFE", "status"],
-                                      [[_fmt(r.get("guidance"), ".3g"), _fmt(r.get("fid"), ".3f"),
+                parts.append(md_table(["model", "guidance scale s (= 1 + w)", "FID" if images else "Frechet dist.",
+                                       "precision", "recall", "label accuracy", "IS", "NFE", "status"],
+                                      [[r["model"], _fmt(r.get("guidance"), ".3g"), _fmt(r.get("fid"), ".3f"),
                                         _fmt(r.get("precision"), ".3f"), _fmt(r.get("recall"), ".3f"),
                                         _fmt(r.get("accuracy"), ".3f"), _fmt(r.get("is"), ".2f"), _fmt(r.get("nfe"), ".0f"),
                                         r["status"]] for r in d_rows]))

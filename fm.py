@@ -700,8 +700,13 @@ BENCH = {
     # the samplers suite: quality against network calls on one checkpoint
     "samplers": [{"sampler": f"euler-{k}", "method": "euler", "steps": k} for k in (1, 2, 4, 8, 16, 32)]
     + [{"sampler": f"{m}-{k}", "method": m, "steps": k} for m in ("midpoint", "heun") for k in (1, 2, 4, 8, 16)],
-    # the conditional suite: train --labels, the conditional velocity (s = 1) and guided (s = 1.5, the README's best)
+    # the conditional and guidance suites: train --labels, the conditional velocity (s = 1) and guided (s = 1.5, the
+    # README's best); the guidance suite's dial from unconditional (s = 0) to past the best (s = 5)
     "conditional_options": {"labels": True},
+    "guidance": [{"sampler": f"midpoint-10 s={s:g}", "method": "midpoint", "steps": 10, "guidance": s}
+                 for s in (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)],
+    "quick_guidance": [{"sampler": f"midpoint-5 s={s:g}", "method": "midpoint", "steps": 5, "guidance": s}
+                       for s in (0.0, 1.0, 3.0)],
     "conditional": [{"sampler": "midpoint-10 s=1", "method": "midpoint", "steps": 10, "guidance": 1.0},
                     {"sampler": "midpoint-10 s=1.5", "method": "midpoint", "steps": 10, "guidance": 1.5}],
 }

@@ -195,6 +195,18 @@ def test_conditional_suite_quick(tmp_path):
     assert nfe[("cfg", "dpm++2m-20 s=1")] == 40 and nfe[("fm", "midpoint-10 s=1")] == 20  # fm: no second pass at s = 1
     assert nfe[("fm", "midpoint-10 s=1.5")] == 40 and nfe[("vae", "decoder")] == 1 and nfe[("gan", "G(z)")] == 1
     assert "## conditional: ring8" in (tmp_path / "out" / "results.md").read_text()
+    # `--suite guidance` asks for labels too: the families with "guidance" settings reuse these conditional models
+    guided = bench.run("guidance", quick=True, out=str(tmp_path / "out"), runs=str(tmp_path / "runs"),
+                       samplers_data="ring8", verbose=False)
+    guided = [r for r in guided if r["suite"] == "guidance"]  # (run returns the merged results)
+    assert {r["model"] for r in guided} == {m for m in bench.MODELS if importlib.import_module(m).BENCH.get("guidance")}
+    assert {r["model"] for r in guided} >= {"cfg", "fm"}
+    ckpts = {r["model"]: r["checkpoint"] for r in rows}
+    for r in guided:
+        assert r["status"] == "ok" and r["checkpoint"] == ckpts[r["model"]] and 0 <= r["accuracy"] <= 1, r
+    nfe = {(r["model"], r["guidance"]): r["nfe"] for r in guided}
+    assert nfe[("fm", 1.0)] == 10 and nfe[("fm", 0.0)] == nfe[("fm", 3.0)] == 20  # one pass at s = 1 only
+    assert "| fm | 3 |" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_per_class_accuracy_and_stratified_fid_by_hand():
@@ -549,7 +561,7 @@ def test_setting_suite_samples_the_given_checkpoint(tmp_path):
     assert rows and all(r["status"] == "ok" and r["checkpoint"] == str(path) and r["steps"] == 20 for r in rows), rows
     assert all(r["budget_s"] is None for r in rows) and not (tmp_path / "runs" / "ring8").exists()  # nothing trained
     assert {r["sampler"] for r in rows} >= {"ddpm-1000", "ddim-10-eta0"}
-    assert f"ddpm `{path}` (20 steps)" in (tmp_path / "out" / "results.md").read_text()
+    assert f"ddpm `{path}` (20 steps, its defaults or given)" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_a_seed_without_metrics_is_named_in_its_row():
