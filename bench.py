@@ -239,6 +239,11 @@ def max_steps(budget: float) -> int:
     return int(max(200_000, 200_000 * budget / 300))
 
 
+def clamp_steps(total: float, budget: float) -> int:
+    """A plan's step count: at least 10, at most max_steps(budget)."""
+    return int(min(max_steps(budget), max(10, total)))
+
+
 def _log_seconds(run_dir: Path, path: Path | None = None) -> list[tuple[int, float]]:
     """(step, seconds since the loop started) from a run's metrics.jsonl (a resumed run appends records whose seconds
     start again from 0)."""
@@ -334,7 +339,7 @@ class Runs:
         if not self.quick and per_step * probe < 2.0:  # a fast step: 30 of them are mostly warm-up (R1's double
             probe = int(min(20_000, 3.0 / max(per_step, 1e-6)))  # backward, allocator); time about 3 s of steps,
             per_step = seconds_per_step(probe)  # the last two thirds of them
-        steps = int(min(max_steps(budget), max(10, budget / max(per_step, 1e-6))))
+        steps = clamp_steps(budget / max(per_step, 1e-6), budget)
         entry = {"steps": steps, "sec_per_step": per_step, "probe_steps": probe,
                  "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         shutil.rmtree(out, ignore_errors=True)
@@ -352,7 +357,7 @@ class Runs:
             return entry
         total = budget / (seconds / steps)  # seconds per step, measured over the whole first snapshot
         total = min(3.0 * entry["steps"], max(0.6 * entry["steps"], total))
-        entry.update(first_steps=steps, probe_total=entry["steps"], steps=int(min(max_steps(budget), max(10, total))),
+        entry.update(first_steps=steps, probe_total=entry["steps"], steps=clamp_steps(total, budget),
                      sec_per_step=seconds / steps)
         return self._save_plan(key, entry)
 

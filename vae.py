@@ -76,6 +76,7 @@ import torch.nn.functional as F
 LIKELIHOODS = ("bernoulli", "logistic")  # image decoders; points always use "gaussian"
 LATENTS = ("flat", "spatial")  # z [B, L] (the lesson's VAE) or z [B, C, H/f, W/f] (latent diffusion's autoencoder)
 LOG_2PI = math.log(2 * math.pi)
+LOG_SCALE_MIN = -7.0  # floor on the decoder's log sigma (points) and log s (logistic): no infinite density on a point
 
 
 def gaussian(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
@@ -170,7 +171,7 @@ class VAE(nn.Module):
         params = self.decode(z, y)
         if self.likelihood == "gaussian":  # log N(u; mu, sigma^2) - sum log scale   (u = standardized x)
             mu, log_sigma = params.chunk(2, -1)
-            log_sigma = log_sigma.clamp(min=-7.0)  # floor on sigma: no infinite density on a point
+            log_sigma = log_sigma.clamp(min=LOG_SCALE_MIN)
             u = (x - self.shift) / self.scale
             # (u - mu) e^-log_sigma, not / e^log_sigma: a decoder far off the data (a wide q(z|x) draw) can put
             # log_sigma > 88, where e^log_sigma overflows float32 and its gradient 0 * inf = NaN (the grid25 VAE at
@@ -181,7 +182,7 @@ class VAE(nn.Module):
             target = ((x + 1) / 2).expand_as(params)
             return -F.binary_cross_entropy_with_logits(params, target, reduction="none").sum((-3, -2, -1))
         mean, log_s = params.chunk(2, -3)
-        return discretized_logistic_logp(x, mean, log_s.clamp(min=-7.0)).sum((-3, -2, -1))
+        return discretized_logistic_logp(x, mean, log_s.clamp(min=LOG_SCALE_MIN)).sum((-3, -2, -1))
 
     def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """E[x|z] (CVAE: E[x|z, y]) in data space (the image a VAE usually shows; points: the decoder mean)."""
@@ -256,7 +257,7 @@ class VAE(nn.Module):
         if mean or self.likelihood != "gaussian":
             return torch.cat([self.mean(zb, yb) for zb, yb in zip(z.split(batch), ys)])
         mu, log_sigma = torch.cat([self.decode(zb, yb) for zb, yb in zip(z.split(batch), ys)]).chunk(2, -1)  # [n, d]
-        sigma = log_sigma.clamp(-7.0, 80.0).exp()  # the density's floor; the cap keeps sigma finite in float32
+        sigma = log_sigma.clamp(LOG_SCALE_MIN, 80.0).exp()  # the density's floor; the cap keeps sigma finite in float32
         u = mu + sigma * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
         return u * self.scale + self.shift
 
