@@ -678,6 +678,16 @@ def suite_models(suite: str, cfg: dict, runs: Runs, families: list[str], log) ->
 # "anomaly" (every family with a likelihood or BENCH "anomaly" on images: AUROC of its score at telling test digits
 # from OOD sets).
 SETTING_SUITES = {"samplers": "samplers", "guidance": "guidance", "conditional": "conditional", "anomaly": "anomaly"}
+LABELLED = ("conditional", "guidance")  # the suites that sample each family's conditional model, every label alike
+
+
+def suite_samples(key: str, kind: str, quick: bool) -> int:
+    """Samples per setting when --samples is 0 (anomaly: test digits per OOD set). The labelled suites ask for each
+    of 10 digits (toys: 8 or 25 modes) equally often, so their image counts are multiples of 10."""
+    labelled = key in LABELLED
+    if quick:
+        return 40 if labelled else 16 if key == "anomaly" else 32
+    return 2500 if kind == "points" else 100 if key == "samplers" else 1000 if labelled else 200
 
 
 def ood_sets(x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -736,8 +746,9 @@ def anomaly_row(fam: Family, model, data: str, spec: dict, n: int) -> dict:
 def family_checkpoint(fam: Family, data: str, kind: str, cfg: dict, runs: Runs, opts: dict, chosen: dict):
     """The checkpoint a setting suite samples: --ckpt NAME=PATH if given; with --defaults the family's own defaults
     (train()'s steps and options, plus BENCH "defaults", where "@name" is the checkpoint chosen for that family in
-    this suite, e.g. a distillation's teacher); else the toy / mnist suite's checkpoint (seed 0, same options and
-    budget: reused). -> (path, info)."""
+    this suite, e.g. a distillation's teacher; in the labelled suites with its conditional_options); else the toy /
+    mnist suite's checkpoint (seed 0, same options and budget: reused; the labelled suites' conditional models are
+    the conditional suite's). -> (path, info)."""
     if fam.name in cfg["ckpts"]:
         path = Path(cfg["ckpts"][fam.name])
         ck = training.load_checkpoint(path)
@@ -746,6 +757,7 @@ def family_checkpoint(fam: Family, data: str, kind: str, cfg: dict, runs: Runs, 
         return path, {"train_seconds": _loop_seconds(path.parent) or None, "steps": ck.get("step"), "reused": True}
     if cfg["defaults"]:
         extra = dict((fam.spec.get("defaults") or {}).get(kind) or {})
+        extra.update({k: opts[k] for k in fam.spec.get("conditional_options") or {} if k in opts})  # labelled suites
         for k, v in extra.items():
             if isinstance(v, str) and v.startswith("@"):
                 training.check(v[1:] in chosen, f"{fam.name}'s defaults need {v[1:]}'s checkpoint: add --families "
@@ -772,8 +784,7 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
     key = SETTING_SUITES[cfg["suite"]]
     cfg = dict(cfg, budget=cfg["budget_given"] or (QUICK_BUDGET if cfg["quick"] else BUDGET)[
         "toy" if data in TOYS else "mnist"])
-    conditional, anomaly = key == "conditional", key == "anomaly"
-    labelled = key in ("conditional", "guidance")  # suites that ask for labels: the family's conditional model
+    conditional, anomaly, labelled = key == "conditional", key == "anomaly", key in LABELLED
     rows, chosen = [], {}
     for name in families:
         fam, why = import_family(name)
@@ -788,15 +799,15 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
         try:
             ref = Reference(data, 500 if cfg["quick"] else 5000 if data in TOYS else 1000)
             kind = ref.kind
-            n = cfg["samples"] or ((40 if conditional else 16 if anomaly else 32) if cfg["quick"] else
-                                   2500 if kind == "points" else 100 if key == "samplers" else
-                                   1000 if labelled else 200)
+            n = cfg["samples"] or suite_samples(key, kind, cfg["quick"])
             opts = fam.options(kind, cfg["quick"])
             if labelled:  # the family's switch to its conditional model (--cond, --labels)
                 opts.update(fam.spec.get("conditional_options") or {})
             ckpt, info = family_checkpoint(fam, data, kind, cfg, runs, opts, chosen)
             chosen[name] = ckpt
-            base.update(checkpoint=str(ckpt), budget_s=None if cfg["defaults"] or name in cfg["ckpts"] else cfg["budget"])
+            source = "given" if name in cfg["ckpts"] else "defaults" if cfg["defaults"] else "budget"
+            base.update(checkpoint=str(ckpt), checkpoint_from=source,
+                        budget_s=None if source != "budget" else cfg["budget"])
             log(f"{cfg['suite']}: {name} {data}: {'reused' if info['reused'] else 'trained'} {ckpt}")
             model = fam.mod.load(str(ckpt))
             common = dict(train_seconds=info["train_seconds"], steps=info["steps"], status="ok",
@@ -808,7 +819,8 @@ def setting_rows(cfg: dict, runs: Runs, families: list[str], data: str, log) -> 
                 continue
             C = int(getattr(model, "num_classes", 0) or 0)
             if labelled and not C:
-                raise ValueError(f"{name}.py's conditional_options trained a model without labels")
+                raise ValueError(f"{name}'s checkpoint ({source}) has no labels: this suite needs its conditional "
+                                 f"model (BENCH conditional_options)")
             y = torch.arange(n) % C if labelled else None  # every class equally often
             classifier = fam.spec.get("quick_classifier" if cfg["quick"] else "classifier") if conditional else None
             gen_acc = None
@@ -976,7 +988,7 @@ def main(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
     samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 200 on mnist5k, 100 for mnist5k "
-                                                "samplers, 1,000 conditional; anomaly: test digits per set, 200)")]
+                                                "samplers, 1,000 conditional and guidance; anomaly: test digits per set, 200)")]
     = 0,
     samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers, guidance, conditional and anomaly "
                                                     "suites (anomaly: image sets only), "

@@ -382,7 +382,9 @@ def write_markdown(rows: list[dict], out: Path) -> None:
             trained = (f"Budget {budgets.pop():g} s per model" if len(budgets) == 1 and None not in budgets else
                        "Checkpoints: " + "; ".join(
                            f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps, " +
-                           (f"{r['budget_s']:g} s budget)" if r.get("budget_s") else "its defaults or given)")
+                           (f"{r['budget_s']:g} s budget)" if r.get("budget_s") else
+                            {"given": "given)", "defaults": "its defaults)"}.get(r.get("checkpoint_from"),
+                                                                                 "its defaults or given)"))
                            for m, r in firsts.items()))
             parts += ["", f"## {suite}: {data}", "",
                       f"{trained}, {d_rows[0]['seeds']} seed(s), {d_rows[0].get('n_samples', '-')} samples against "

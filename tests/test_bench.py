@@ -544,6 +544,11 @@ def test_defaults_resolve_the_teacher_and_the_steps(tmp_path, monkeypatch):
     mod.BENCH = {"defaults": {"images": {"steps": 7}}}
     bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {}, {})
     assert calls[-1] == ({}, 7, 0, "cm-defaults")
+    # a labelled suite (conditional, guidance) passes the conditional_options in opts: the default model is trained
+    # with them (fm --labels), the family's other bench options are not
+    mod.BENCH = {"conditional_options": {"labels": True}}
+    bench.family_checkpoint(bench.Family("cm", mod), "mnist5k", "images", cfg, runs, {"labels": True, "ch": 8}, {})
+    assert calls[-1] == ({"labels": True}, 1500, 0, "cm-defaults")
     mod.train = lambda data="mnist5k", steps=None, seed=0, out=None: None  # a per-kind default and none in BENCH
     mod.BENCH = {}
     with pytest.raises(training.UserError, match="no default --steps"):
@@ -561,7 +566,30 @@ def test_setting_suite_samples_the_given_checkpoint(tmp_path):
     assert rows and all(r["status"] == "ok" and r["checkpoint"] == str(path) and r["steps"] == 20 for r in rows), rows
     assert all(r["budget_s"] is None for r in rows) and not (tmp_path / "runs" / "ring8").exists()  # nothing trained
     assert {r["sampler"] for r in rows} >= {"ddpm-1000", "ddim-10-eta0"}
-    assert f"ddpm `{path}` (20 steps, its defaults or given)" in (tmp_path / "out" / "results.md").read_text()
+    assert f"ddpm `{path}` (20 steps, given)" in (tmp_path / "out" / "results.md").read_text()
+    assert all(r["checkpoint_from"] == "given" for r in rows)
+
+
+def test_suite_samples_ask_for_every_digit_equally_often():
+    """The labelled suites' image sample counts are multiples of the 10 digits, as in the conditional suite; the
+    guidance suite scores as many digits as the conditional one (1,000; 200 before, a noisy FID)."""
+    for key in bench.SETTING_SUITES:
+        for quick in (True, False):
+            n = bench.suite_samples(key, "images", quick)
+            assert n > 0 and (key not in bench.LABELLED or n % 10 == 0), (key, quick, n)
+    assert bench.suite_samples("guidance", "images", False) == bench.suite_samples("conditional", "images", False)
+    assert bench.suite_samples("guidance", "images", True) == bench.suite_samples("conditional", "images", True)
+
+
+def test_report_names_each_checkpoint_s_source(tmp_path):
+    """A setting suite whose checkpoints came from different places: each is named with its budget, or as given."""
+    common = dict(suite="guidance", data="mnist5k", seeds=1, status="ok", n_samples=10, reference="r", nfe=20,
+                  sampler="s", guidance=1.0, fid=1.0)
+    rows = [dict(common, model="cfg", checkpoint="a.pt", steps=402, budget_s=300.0, checkpoint_from="budget"),
+            dict(common, model="fm", checkpoint="b.pt", steps=1395, budget_s=None, checkpoint_from="given")]
+    bench_report.write_markdown(rows, tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert "cfg `a.pt` (402 steps, 300 s budget); fm `b.pt` (1395 steps, given)" in text
 
 
 def test_a_seed_without_metrics_is_named_in_its_row():
