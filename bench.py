@@ -988,7 +988,8 @@ def main(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps (training)")] = "cpu",
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
     samples: Annotated[int, typer.Option(help="samples per model (0 = 2,500 on toys, 200 on mnist5k, 100 for mnist5k "
-                                                "samplers, 1,000 conditional and guidance; anomaly: test digits per set, 200)")]
+                                                "samplers, 1,000 conditional and guidance; anomaly: test digits per "
+                                                "set, 200)")]
     = 0,
     samplers_data: Annotated[str, typer.Option(help="data set(s) of the samplers, guidance, conditional and anomaly "
                                                     "suites (anomaly: image sets only), "
