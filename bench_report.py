@@ -352,6 +352,13 @@ def frontier_claims(rows: list[dict]) -> list[str]:
     return out
 
 
+def _made_by(r: dict) -> str:
+    """How a setting suite's checkpoint was trained: on the suite's budget, given (--ckpt) or at its defaults."""
+    if r.get("budget_s"):
+        return f"{r['budget_s']:g} s budget"
+    return {"given": "given", "defaults": "its defaults"}.get(r.get("checkpoint_from"), "its defaults or given")
+
+
 def write_markdown(rows: list[dict], out: Path) -> None:
     runs_seen = []
     for r in rows:
@@ -381,10 +388,7 @@ def write_markdown(rows: list[dict], out: Path) -> None:
                 firsts.setdefault(r["model"], r)
             trained = (f"Budget {budgets.pop():g} s per model" if len(budgets) == 1 and None not in budgets else
                        "Checkpoints: " + "; ".join(
-                           f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps, " +
-                           (f"{r['budget_s']:g} s budget)" if r.get("budget_s") else
-                            {"given": "given)", "defaults": "its defaults)"}.get(r.get("checkpoint_from"),
-                                                                                 "its defaults or given)"))
+                           f"{m} `{r.get('checkpoint', '-')}` ({r.get('steps') or '-'} steps, {_made_by(r)})"
                            for m, r in firsts.items()))
             parts += ["", f"## {suite}: {data}", "",
                       f"{trained}, {d_rows[0]['seeds']} seed(s), {d_rows[0].get('n_samples', '-')} samples against "

@@ -77,6 +77,7 @@ LIKELIHOODS = ("bernoulli", "logistic")  # image decoders; points always use "ga
 LATENTS = ("flat", "spatial")  # z [B, L] (the lesson's VAE) or z [B, C, H/f, W/f] (latent diffusion's autoencoder)
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_MIN = -7.0  # floor on the decoder's log sigma (points) and log s (logistic): no infinite density on a point
+LOG_SCALE_MAX = 80.0  # cap where e^(+-log scale) is used: finite in float32 (e^88 overflows, e^-84 underflows a mass)
 
 
 def gaussian(shape, generator: torch.Generator | None = None, device=None, dtype=None) -> torch.Tensor:
@@ -257,7 +258,7 @@ class VAE(nn.Module):
         if mean or self.likelihood != "gaussian":
             return torch.cat([self.mean(zb, yb) for zb, yb in zip(z.split(batch), ys)])
         mu, log_sigma = torch.cat([self.decode(zb, yb) for zb, yb in zip(z.split(batch), ys)]).chunk(2, -1)  # [n, d]
-        sigma = log_sigma.clamp(LOG_SCALE_MIN, 80.0).exp()  # the density's floor; the cap keeps sigma finite in float32
+        sigma = log_sigma.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp()  # the density's floor; the cap keeps sigma finite in float32
         u = mu + sigma * gaussian(mu.shape, generator, dev)  # u ~ N(mu, sigma^2)
         return u * self.scale + self.shift
 
@@ -283,7 +284,7 @@ def discretized_logistic_logp(x: torch.Tensor, mean: torch.Tensor, log_s: torch.
     """log P(k) per pixel, x = k / 127.5 - 1: the logistic mass of the bin [x - 1/255, x + 1/255], the end bins stretched
     to -inf and +inf so the 256 masses sum to 1 (Salimans et al. eq. 2). With a = (x + 1/255 - mean) / s and
     b = (x - 1/255 - mean) / s: log(sig(a) - sig(b)) = log sig(a) + log sig(-b) + log(1 - e^(b - a)), stable for any a, b."""
-    inv_s = torch.exp(-log_s.clamp(max=80.0))  # above ~84 the bin's mass underflows float32 and its gradient is NaN
+    inv_s = torch.exp(-log_s.clamp(max=LOG_SCALE_MAX))  # above ~84 the bin's mass underflows float32 and its gradient is NaN
     a = (x + 1 / 255 - mean) * inv_s
     b = (x - 1 / 255 - mean) * inv_s
     mid = F.logsigmoid(a) + F.logsigmoid(-b) + torch.log(-torch.expm1(b - a))
